@@ -1,0 +1,488 @@
+import Database from 'better-sqlite3';
+import { createHash, randomUUID } from 'node:crypto';
+import { mkdirSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { dirname, resolve } from 'node:path';
+import { taskIdOf, type DispatchEvent } from '../../domain/events.js';
+import {
+  ConcurrencyError,
+  WriterBusyError,
+  type EventLog,
+  type Snapshot,
+  type StoredEvent,
+  type Subscription,
+  type WriterLease,
+} from '../../runtime/eventLog.js';
+
+/** Options of {@link getSqliteEventLog}. */
+export interface SqliteEventLogOptions {
+  /** The database file. Created (with its directory) unless `readonly`. `:memory:` is refused. */
+  path: string;
+  /**
+   * Open the file read-only, for `replay`/`explain`/`verify` beside a running server. The file must
+   * exist; `append`, `saveSnapshot` and `acquireWriter` throw. Default `false`.
+   */
+  readonly?: boolean;
+  /**
+   * How often subscriptions look for events appended by another connection (another process), in
+   * ms. Appends through this log object are delivered at once, without waiting. Default `50`.
+   */
+  pollMs?: number;
+  /** Rows fetched per query by `read` and `subscribe`, which bounds their memory. Default `5000`. */
+  readPageSize?: number;
+  /** How often `acquireWriter({ wait: true })` retries the lock, in ms. Default `250`. */
+  lockRetryMs?: number;
+  /**
+   * Called when a subscription stops because its `onEvents` threw (or a row could not be read).
+   * The port has no error channel, and retrying would deliver the failed batch twice, so the
+   * subscription ends. Default: rethrow outside any promise, so the failure is never silent.
+   */
+  onSubscriptionError?: (error: unknown, stream: string) => void;
+}
+
+const SCHEMA_VERSION = 1;
+
+interface EventRow {
+  version: number;
+  position: number;
+  data: string;
+}
+
+type Pump = () => void;
+
+/**
+ * The embedded event log: one SQLite file in WAL mode, `synchronous=FULL`, so an append resolves
+ * only once its commit is fsynced. Other processes may read the file while this one writes.
+ */
+export function getSqliteEventLog(options: SqliteEventLogOptions): EventLog {
+  if (options.path === '' || options.path === ':memory:') {
+    throw new Error(`sqlite event log needs a file path, got "${options.path}": other processes and the writer lock share the file`);
+  }
+  const path = resolve(options.path);
+  const readonly = options.readonly ?? false;
+  const pollMs = options.pollMs ?? 50;
+  const pageSize = options.readPageSize ?? 5000;
+  const lockRetryMs = options.lockRetryMs ?? 250;
+  const onSubscriptionError = options.onSubscriptionError ?? ((error: unknown) => {
+    setImmediate(() => { throw error; });
+  });
+
+  const db = openDatabase(path, readonly);
+
+  const selectVersion = db.prepare<[string], number>(
+    // ORDER BY … LIMIT 1 walks the (stream, version) index from its end; max() might scan the stream.
+    'SELECT version FROM events WHERE stream = ? ORDER BY version DESC LIMIT 1',
+  ).pluck();
+  const selectPage = db.prepare<[string, number, number], EventRow>(
+    'SELECT version, position, data FROM events WHERE stream = ? AND version > ? ORDER BY version LIMIT ?',
+  );
+  const selectTask = db.prepare<[string, string], EventRow>(
+    'SELECT version, position, data FROM events WHERE stream = ? AND task_id = ? ORDER BY version',
+  );
+  const selectSnapshot = db.prepare<[string], { version: number; data: string }>(
+    'SELECT version, data FROM snapshots WHERE stream = ?',
+  );
+  const dataVersion = db.prepare<[], number>('PRAGMA data_version').pluck();
+
+  const versionOf = (stream: string): number => selectVersion.get(stream) ?? 0;
+
+  const insertBatch = readonly ? undefined : prepareAppend(db, versionOf);
+  const upsertSnapshot = readonly ? undefined : db.prepare<[string, number, string, number]>(
+    `INSERT INTO snapshots (stream, version, data, saved_at) VALUES (?, ?, ?, ?)
+     ON CONFLICT (stream) DO UPDATE SET version = excluded.version, data = excluded.data, saved_at = excluded.saved_at`,
+  );
+
+  let closed = false;
+  const pumps = new Map<string, Set<Pump>>();
+  const subscriptions = new Set<Subscription>();
+  const leases = new Set<WriterLease>();
+  let pollTimer: NodeJS.Timeout | undefined;
+  let lastDataVersion = 0;
+
+  const assertOpen = (): void => {
+    if (closed) throw new Error(`sqlite event log ${path} is closed`);
+  };
+  const assertWritable = (what: string): void => {
+    if (readonly) throw new Error(`sqlite event log ${path} is open read-only: cannot ${what}`);
+  };
+
+  const toStored = (stream: string, row: EventRow): StoredEvent => {
+    let event: DispatchEvent;
+    try {
+      // Events were validated before they were appended; parsing each again would halve replay speed.
+      event = JSON.parse(row.data) as DispatchEvent;
+    } catch (error) {
+      throw new Error(`sqlite event log ${path}: stream ${stream} version ${row.version} is not valid JSON (${(error as Error).message})`, { cause: error });
+    }
+    return { version: row.version, position: row.position, event };
+  };
+  const readPage = (stream: string, afterVersion: number): StoredEvent[] =>
+    selectPage.all(stream, afterVersion, pageSize).map((row) => toStored(stream, row));
+
+  const wake = (stream: string): void => {
+    for (const pump of pumps.get(stream) ?? []) pump();
+  };
+
+  // Commits by other connections are seen only by polling: SQLite has no cross-process
+  // notification. data_version changes only when another connection commits, so a quiet log
+  // costs one pragma per tick.
+  const startPolling = (): void => {
+    if (pollTimer) return;
+    lastDataVersion = dataVersion.get() ?? 0;
+    pollTimer = setInterval(() => {
+      if (closed) return;
+      const current = dataVersion.get() ?? 0;
+      if (current === lastDataVersion) return;
+      lastDataVersion = current;
+      for (const stream of pumps.keys()) wake(stream);
+    }, pollMs);
+  };
+  const stopPollingIfIdle = (): void => {
+    if (pumps.size === 0 && pollTimer) {
+      clearInterval(pollTimer);
+      pollTimer = undefined;
+    }
+  };
+
+  const log: EventLog = {
+    kind: 'sqlite',
+
+    async append(stream, events, expectedVersion) {
+      assertOpen();
+      assertWritable('append');
+      checkStream(stream);
+      if (!Number.isSafeInteger(expectedVersion) || expectedVersion < 0) {
+        throw new RangeError(`expectedVersion must be a non-negative integer, got ${expectedVersion}`);
+      }
+      const version = insertBatch!(stream, events, expectedVersion);
+      if (events.length > 0) wake(stream);
+      return version;
+    },
+
+    read(stream, afterVersion = 0) {
+      return {
+        async *[Symbol.asyncIterator]() {
+          // Keyset pages rather than one iterator: an open better-sqlite3 iterator would lock the
+          // connection (and hold a read snapshot) for as long as the consumer takes.
+          let after = afterVersion;
+          for (;;) {
+            assertOpen();
+            const page = readPage(stream, after);
+            for (const stored of page) yield stored;
+            if (page.length < pageSize) return;
+            after = page[page.length - 1].version;
+          }
+        },
+      };
+    },
+
+    async version(stream) {
+      assertOpen();
+      return versionOf(stream);
+    },
+
+    subscribe(stream, afterVersion, onEvents) {
+      assertOpen();
+      let delivered = afterVersion;
+      let stopped = false;
+      let delivering = false;
+      let again = false;
+
+      // One delivery loop at a time; a wake-up during a delivery makes the loop read once more,
+      // so nothing appended meanwhile is missed and nothing is delivered twice.
+      const drain = async (): Promise<void> => {
+        try {
+          do {
+            again = false;
+            for (;;) {
+              if (stopped) return;
+              const page = readPage(stream, delivered);
+              if (page.length === 0) break;
+              await onEvents(page);
+              delivered = page[page.length - 1].version;
+            }
+          } while (again && !stopped);
+        } finally {
+          // Cleared in the same tick as the last `again` check, so no wake-up falls in between.
+          delivering = false;
+        }
+      };
+      const pump: Pump = () => {
+        if (stopped) return;
+        if (delivering) {
+          again = true;
+          return;
+        }
+        delivering = true;
+        drain().catch((error: unknown) => {
+          unregister();
+          onSubscriptionError(error, stream);
+        });
+      };
+      const unregister = (): void => {
+        stopped = true;
+        const set = pumps.get(stream);
+        set?.delete(pump);
+        if (set?.size === 0) pumps.delete(stream);
+        stopPollingIfIdle();
+      };
+
+      let set = pumps.get(stream);
+      if (!set) pumps.set(stream, (set = new Set()));
+      set.add(pump);
+      startPolling();
+      queueMicrotask(pump);
+
+      const subscription: Subscription = {
+        // Does not wait for an onEvents call in progress, so a handler may close its own
+        // subscription; no call starts after this.
+        async close() {
+          unregister();
+          subscriptions.delete(subscription);
+        },
+      };
+      subscriptions.add(subscription);
+      return subscription;
+    },
+
+    async readTask(stream, taskId) {
+      assertOpen();
+      return selectTask.all(stream, taskId).map((row) => toStored(stream, row));
+    },
+
+    async saveSnapshot(stream, snapshot) {
+      assertOpen();
+      assertWritable('save a snapshot');
+      checkStream(stream);
+      if (!Number.isSafeInteger(snapshot.version) || snapshot.version < 0) {
+        throw new RangeError(`snapshot version must be a non-negative integer, got ${snapshot.version}`);
+      }
+      upsertSnapshot!.run(stream, snapshot.version, snapshot.data, Date.now());
+    },
+
+    async loadSnapshot(stream): Promise<Snapshot | undefined> {
+      assertOpen();
+      const row = selectSnapshot.get(stream);
+      return row && { version: row.version, data: row.data };
+    },
+
+    async acquireWriter(stream, { wait, signal }) {
+      assertOpen();
+      assertWritable('become the writer');
+      checkStream(stream);
+      const lockPath = writerLockPath(path, stream);
+      for (;;) {
+        signal?.throwIfAborted();
+        const attempt = tryLock(lockPath, stream);
+        if ('release' in attempt) {
+          const lease: WriterLease = {
+            async release() {
+              leases.delete(lease);
+              attempt.release();
+            },
+          };
+          leases.add(lease);
+          return lease;
+        }
+        if (!wait) throw new WriterBusyError(stream, attempt.busy);
+        await sleep(lockRetryMs, signal);
+      }
+    },
+
+    async close() {
+      if (closed) return;
+      await Promise.all([...subscriptions].map((s) => s.close()));
+      await Promise.all([...leases].map((l) => l.release()));
+      closed = true;
+      if (pollTimer) clearInterval(pollTimer);
+      db.close();
+    },
+  };
+  return log;
+}
+
+function openDatabase(path: string, readonly: boolean): Database.Database {
+  if (readonly) {
+    let db: Database.Database;
+    try {
+      db = new Database(path, { readonly: true, fileMustExist: true });
+    } catch (error) {
+      throw new Error(`cannot open sqlite event log ${path} read-only: ${(error as Error).message}`, { cause: error });
+    }
+    const hasEvents = db.prepare("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'events'").get();
+    if (!hasEvents) {
+      db.close();
+      throw new Error(`${path} is not a switchyard event log (no events table)`);
+    }
+    checkSchemaVersion(db, path);
+    return db;
+  }
+  mkdirSync(dirname(path), { recursive: true });
+  const db = new Database(path);
+  // WAL lets readers (the CLI, a standby) read while the writer commits; FULL makes every commit
+  // fsync the WAL, so a resolved append survives power loss, not only a process crash.
+  db.pragma('journal_mode = WAL');
+  db.pragma('synchronous = FULL');
+  db.transaction(() => {
+    db.exec(`
+      CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+      INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', '${SCHEMA_VERSION}');
+      CREATE TABLE IF NOT EXISTS events (
+        position INTEGER PRIMARY KEY AUTOINCREMENT,
+        stream   TEXT NOT NULL,
+        version  INTEGER NOT NULL,
+        type     TEXT NOT NULL,
+        task_id  TEXT,
+        at       INTEGER NOT NULL,
+        data     TEXT NOT NULL,
+        UNIQUE (stream, version)
+      );
+      -- Agent events (heartbeats above all) have no task: leaving them out keeps the index small.
+      CREATE INDEX IF NOT EXISTS events_by_task ON events (stream, task_id, version) WHERE task_id IS NOT NULL;
+      CREATE TABLE IF NOT EXISTS snapshots (
+        stream   TEXT PRIMARY KEY,
+        version  INTEGER NOT NULL,
+        data     TEXT NOT NULL,
+        saved_at INTEGER
+      );
+    `);
+  }).immediate();
+  checkSchemaVersion(db, path);
+  return db;
+}
+
+function checkSchemaVersion(db: Database.Database, path: string): void {
+  const found = db.prepare("SELECT value FROM meta WHERE key = 'schema_version'").pluck().get() as string | undefined;
+  if (Number(found) !== SCHEMA_VERSION) {
+    throw new Error(`sqlite event log ${path} has schema version ${found ?? 'none'}, this build reads ${SCHEMA_VERSION}`);
+  }
+}
+
+function prepareAppend(
+  db: Database.Database,
+  versionOf: (stream: string) => number,
+): (stream: string, events: readonly DispatchEvent[], expectedVersion: number) => number {
+  const insert = db.prepare<[string, number, string, string | null, number, string]>(
+    'INSERT INTO events (stream, version, type, task_id, at, data) VALUES (?, ?, ?, ?, ?, ?)',
+  );
+  // IMMEDIATE takes the write lock before reading the version, so another connection (process)
+  // cannot append between the check and the inserts.
+  return db.transaction((stream: string, events: readonly DispatchEvent[], expectedVersion: number) => {
+    const actual = versionOf(stream);
+    if (actual !== expectedVersion) throw new ConcurrencyError(stream, expectedVersion, actual);
+    let version = expectedVersion;
+    for (const event of events) {
+      version += 1;
+      if (typeof event?.type !== 'string' || typeof event.at !== 'number') {
+        throw new TypeError(`event ${version - expectedVersion} of the batch for ${stream} has no string type or numeric at`);
+      }
+      insert.run(stream, version, event.type, taskIdOf(event) ?? null, event.at, JSON.stringify(event));
+    }
+    return version;
+  }).immediate;
+}
+
+function checkStream(stream: string): void {
+  if (typeof stream !== 'string' || stream.length === 0) throw new TypeError('stream must be a non-empty string');
+}
+
+/** One lock file per stream, so shards of one database can have different writers. */
+export function writerLockPath(dbPath: string, stream: string): string {
+  let name = encodeURIComponent(stream).replace(/[!'()*~.]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
+  if (name.length > 120) name = createHash('sha256').update(stream).digest('hex').slice(0, 32);
+  return `${resolve(dbPath)}.writer-${name}.lock`;
+}
+
+/**
+ * The writer lock is a second SQLite file whose write lock (a `BEGIN IMMEDIATE` left open) is held
+ * for the lease. SQLite holds it with fcntl locks, which the OS drops when the process dies, even
+ * by SIGKILL, and which SQLite also arbitrates between connections of one process. Unlike
+ * `locking_mode=EXCLUSIVE`, this leaves the file readable, so a refused process can name the
+ * holder. Never open, write or delete the lock file other than through SQLite: closing any other
+ * descriptor on it would drop this process's fcntl locks, and deleting it would let a second
+ * writer lock a new file.
+ */
+function tryLock(lockPath: string, stream: string): { release: () => void } | { busy: string } {
+  let db: Database.Database;
+  try {
+    db = new Database(lockPath, { timeout: 0 });
+  } catch (error) {
+    throw new Error(`cannot open writer lock ${lockPath}: ${(error as Error).message}`, { cause: error });
+  }
+  const token = randomUUID();
+  const busy = (): { busy: string } => {
+    const detail = describeHolder(db, lockPath);
+    db.close();
+    return { busy: detail };
+  };
+  const begin = (): boolean => {
+    try {
+      db.exec('BEGIN IMMEDIATE');
+      return true;
+    } catch (error) {
+      if (isBusy(error)) return false;
+      db.close();
+      throw error;
+    }
+  };
+
+  // The holder's identity must be committed to be readable by others, but committing releases the
+  // lock; so write it, commit, take the lock again and check nobody else wrote in between.
+  for (let round = 0; round < 10; round++) {
+    if (!begin()) return busy();
+    db.exec('CREATE TABLE IF NOT EXISTS holder (id INTEGER PRIMARY KEY CHECK (id = 1), token TEXT NOT NULL, pid INTEGER NOT NULL, host TEXT NOT NULL, stream TEXT NOT NULL, since INTEGER NOT NULL)');
+    db.prepare('INSERT OR REPLACE INTO holder (id, token, pid, host, stream, since) VALUES (1, ?, ?, ?, ?, ?)')
+      .run(token, process.pid, hostname(), stream, Date.now());
+    db.exec('COMMIT');
+    if (!begin()) return busy();
+    const holder = db.prepare('SELECT token FROM holder WHERE id = 1').pluck().get();
+    if (holder === token) {
+      let released = false;
+      return {
+        release() {
+          if (released) return;
+          released = true;
+          // Clear the holder row in the same commit that frees the lock, so it never names a
+          // process that no longer holds it (unless that process was killed).
+          db.exec('DELETE FROM holder');
+          db.exec('COMMIT');
+          db.close();
+        },
+      };
+    }
+    db.exec('ROLLBACK');
+  }
+  return busy();
+}
+
+function describeHolder(db: Database.Database, lockPath: string): string {
+  try {
+    const row = db.prepare('SELECT pid, host, since FROM holder WHERE id = 1')
+      .get() as { pid: number; host: string; since: number } | undefined;
+    if (row) {
+      return `it holds the data dir: writer lock ${lockPath} is held by pid ${row.pid} on ${row.host} since ${new Date(row.since).toISOString()}`;
+    }
+  } catch {
+    // The holder is between its two transactions, or the table does not exist yet: no name to give.
+  }
+  return `it holds the data dir: writer lock ${lockPath} is held`;
+}
+
+function isBusy(error: unknown): boolean {
+  const code = (error as { code?: unknown }).code;
+  return code === 'SQLITE_BUSY' || code === 'SQLITE_LOCKED';
+}
+
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolveSleep, reject) => {
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolveSleep();
+    }, ms);
+    const onAbort = (): void => {
+      clearTimeout(timer);
+      reject(signal!.reason);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}

@@ -1,0 +1,13 @@
+export * from './priority.js';
+export * from './errors.js';
+export * from './policy.js';
+export * from './inputs.js';
+export * from './events.js';
+export * from './commands.js';
+export { initialState, queueDepth, unroutable, freeSlots, windowSize, TERMINAL } from './state.js';
+export type { DispatcherState, TaskRec, AgentRec, TenantRec, TaskStatus } from './state.js';
+export { evolve } from './evolve.js';
+export { decide, normalizeSpec } from './decide.js';
+export { decideNext } from './scheduling.js';
+export { handle, commandOf, commandRuns, redecideRun, canonical, type Divergence } from './dispatcher.js';
+export { toSnapshot, fromSnapshot, type StateSnapshot } from './snapshot.js';

@@ -1,0 +1,211 @@
+import { releaseAgentWork } from './decide.js';
+import type { DispatchEvent, Why } from './events.js';
+import { CRITICAL, priorityAt } from './priority.js';
+import {
+  freeLess, freeSlots, latestStart, windowSize,
+  type AgentRec, type DispatcherState, type ReqSet, type TaskRec, type TenantRec,
+} from './state.js';
+
+/**
+ * The dispatcher's next decision at time `now`, or `[]` when there is none: first what time has
+ * made due (agent timeouts, retry backoffs, affinity waits, deadline escalation, aging), then one
+ * dispatch. Reads the state, never changes it; `handle` evolves the events and asks again until
+ * nothing is left. One call costs O(log n) in queue depth (plus tenants × requirement sets in the
+ * worst case), never a scan of the queue.
+ */
+export function decideNext(s: DispatcherState, now: number): DispatchEvent[] {
+  return due(s, now) ?? dispatch(s, now) ?? [];
+}
+
+function due(s: DispatcherState, now: number): DispatchEvent[] | undefined {
+  const p = s.policy;
+  const lost = s.seen.peek();
+  if (lost && lost.lastSeenAt + p.health.agentTimeoutMs <= now) {
+    const out: DispatchEvent[] = [{
+      type: 'AgentTimedOut', v: 1, at: now, agentId: lost.id, lastSeenAt: lost.lastSeenAt, tasks: [...lost.running],
+      why: { rule: 'agent-timeout', silentMs: now - lost.lastSeenAt, agentTimeoutMs: p.health.agentTimeoutMs },
+    }];
+    releaseAgentWork(s, lost.id, now, 'agent-timed-out', out);
+    return out;
+  }
+  const retry = s.retries.peek();
+  if (retry && retry.retryAt <= now) {
+    return [{ type: 'TaskRequeued', v: 1, at: now, taskId: retry.id, attempt: retry.attempt + 1, reason: 'retry', why: { rule: 'retry-backoff', previousAttempt: retry.attempt, retryAt: retry.retryAt } }];
+  }
+  const held = s.holds.peek();
+  if (held && held.holdUntil <= now) {
+    return [{ type: 'TaskRequeued', v: 1, at: now, taskId: held.id, attempt: held.attempt, reason: 'affinity-wait-expired', why: { rule: 'affinity-fallback', agentId: held.holdAgent, waitedMs: now - held.queuedAt, maxWaitMs: p.affinity.maxWaitMs } }];
+  }
+  const risky = s.deadlines.peek();
+  if (risky && latestStart(risky) <= now) {
+    const remainingMs = (risky.spec.deadline as number) - now;
+    return [{
+      type: 'TaskEscalated', v: 1, at: now, taskId: risky.id, from: priorityAt(risky.level), to: 'critical',
+      why: { rule: 'deadline-at-risk', remainingMs, estimatedDurationMs: risky.spec.estimatedDurationMs, slackMs: remainingMs - (risky.spec.estimatedDurationMs as number) },
+    }];
+  }
+  const old = s.aging.peek();
+  if (old && old.ageAt <= now) {
+    return [{
+      type: 'TaskEscalated', v: 1, at: now, taskId: old.id, from: priorityAt(old.level), to: priorityAt(old.level - 1),
+      why: { rule: 'aging', waitedMs: now - old.queuedAt, stepMs: p.aging.stepMs },
+    }];
+  }
+  return undefined;
+}
+
+/** Share of the window and fair target of a tenant. */
+function fairness(s: DispatcherState, t: TenantRec): { share: number; target: number; over: boolean } {
+  const total = windowSize(s);
+  const share = total === 0 ? 0 : t.window / total;
+  const target = s.activeWeight === 0 ? 1 : t.weight / s.activeWeight;
+  const f = s.policy.fairness;
+  const over = s.activeTenants > 1 && total >= f.minSamples && share > f.deferFactor * target;
+  return { share, target, over };
+}
+
+/** The oldest servable ready task of a tenant at a level: one whose requirement set has a free agent. */
+function headOf(s: DispatcherState, t: TenantRec, level: number): TaskRec | undefined {
+  let best: TaskRec | undefined;
+  for (const [key, q] of t.queues[level]) {
+    if ((s.reqSets.get(key) as ReqSet).freeGroups === 0) continue;
+    const head = q.peek() as TaskRec;
+    if (!best || (level === CRITICAL ? criticalBefore(head, best) : head.seq < best.seq)) best = head;
+  }
+  return best;
+}
+
+function criticalBefore(a: TaskRec, b: TaskRec): boolean {
+  const ka = a.spec.deadline === undefined ? Infinity : latestStart(a);
+  const kb = b.spec.deadline === undefined ? Infinity : latestStart(b);
+  return ka < kb || (ka === kb && a.seq < b.seq);
+}
+
+function dispatch(s: DispatcherState, now: number): DispatchEvent[] | undefined {
+  if (s.freeAgents === 0) return undefined;
+  const affine = affinityDispatch(s, now);
+  if (affine) return affine;
+  // First pass: tenants over their fair share wait while anyone else has work a free agent can take.
+  let skipped: { task: TaskRec; tenant: TenantRec } | undefined;
+  for (let level = CRITICAL; level <= 3; level++) {
+    if (s.readyAt[level] === 0) continue;
+    for (const tenant of s.tenantOrder) {
+      if (tenant.readyAt[level] === 0) continue;
+      const head = headOf(s, tenant, level);
+      if (!head) continue;
+      const quota = s.policy.quotas[tenant.name]?.maxConcurrent;
+      if (quota !== undefined && tenant.running >= quota) {
+        if (!head.deferred) return [deferred(s, head, tenant, now, { rule: 'quota', running: tenant.running, maxConcurrent: quota })];
+        continue;
+      }
+      if (level !== CRITICAL && fairness(s, tenant).over) {
+        skipped ??= { task: head, tenant };
+        continue;
+      }
+      if (skipped && !skipped.task.deferred) {
+        const f = fairness(s, skipped.tenant);
+        return [deferred(s, skipped.task, skipped.tenant, now, {
+          rule: 'fairness', share: f.share, target: f.target, deferFactor: s.policy.fairness.deferFactor, window: windowSize(s), servedInstead: tenant.name,
+        })];
+      }
+      return assign(s, head, tenant, now);
+    }
+  }
+  // Nobody else has servable work: over-share tenants are served after all.
+  if (skipped) return assign(s, skipped.task, skipped.tenant, now);
+  return undefined;
+}
+
+function deferred(s: DispatcherState, t: TaskRec, _tenant: TenantRec, now: number, why: Why): DispatchEvent {
+  return { type: 'TaskDeferred', v: 1, at: now, taskId: t.id, why: { ...why, level: priorityAt(t.level) } };
+}
+
+/** Agents that just freed a slot serve the tasks waiting for them by session affinity first. */
+function affinityDispatch(s: DispatcherState, now: number): DispatchEvent[] | undefined {
+  let best: { a: AgentRec; t: TaskRec } | undefined;
+  for (const a of s.readyWaiters) {
+    const t = (a.waiters as NonNullable<AgentRec['waiters']>).peek() as TaskRec;
+    if (!best || t.level < best.t.level || (t.level === best.t.level && t.seq < best.t.seq)) best = { a, t };
+  }
+  if (!best) return undefined;
+  const tenant = s.tenants.get(best.t.tenant) as TenantRec;
+  return [assigned(s, best.t, best.a, tenant, now, { rule: 'affinity', sessionRef: best.t.spec.sessionRef, waitedMs: now - best.t.queuedAt })];
+}
+
+function assign(s: DispatcherState, t: TaskRec, tenant: TenantRec, now: number): DispatchEvent[] {
+  const rs = s.reqSets.get(t.reqKey) as ReqSet;
+  const ref = t.spec.sessionRef;
+  if (ref !== undefined && !t.fallback) {
+    const owner = s.agents.get(s.sessions.get(ref) ?? '');
+    if (owner && owner.alive && rs.groups.includes(owner.group)) {
+      if (freeSlots(owner) > 0) {
+        return [assigned(s, t, owner, tenant, now, { rule: 'affinity', sessionRef: ref })];
+      }
+      const hard = t.spec.affinity === 'hard';
+      const until = hard ? undefined : now + s.policy.affinity.maxWaitMs;
+      return [{
+        type: 'TaskDeferred', v: 1, at: now, taskId: t.id, agentId: owner.id, until,
+        why: { rule: 'affinity-wait', sessionRef: ref, agentId: owner.id, hard, maxWaitMs: hard ? null : s.policy.affinity.maxWaitMs },
+      }];
+    }
+  }
+  const previous = ref === undefined ? undefined : s.sessions.get(ref);
+  const fallback = previous !== undefined ? { rule: 'affinity-fallback', sessionRef: ref, previousAgent: previous } : undefined;
+  const deadline = t.spec.deadline;
+  const est = t.spec.estimatedDurationMs;
+  if (deadline !== undefined && est !== undefined && deadline - now <= 2 * est) {
+    const a = fastest(rs);
+    return [assigned(s, t, a, tenant, now, {
+      rule: deadline - now > est ? 'deadline-tight-fastest' : 'deadline-at-risk-fastest',
+      remainingMs: deadline - now, estimatedDurationMs: est, speed: round(a.speed), ...(fallback ? { affinity: fallback } : {}),
+    })];
+  }
+  let best: AgentRec | undefined;
+  for (const g of rs.groups) {
+    const top = g.free.peek();
+    if (top && (!best || freeLess(top, best))) best = top;
+  }
+  const a = best as AgentRec;
+  return [assigned(s, t, a, tenant, now, {
+    ...(fallback ?? { rule: 'load-balance' }), freeSlots: freeSlots(a), idleMs: now - a.idleSince,
+  })];
+}
+
+function fastest(rs: ReqSet): AgentRec {
+  let best: AgentRec | undefined;
+  for (const g of rs.groups) {
+    for (const a of g.free.values()) {
+      if (!best || a.speed < best.speed || (a.speed === best.speed && freeLess(a, best))) best = a;
+    }
+  }
+  return best as AgentRec;
+}
+
+function assigned(s: DispatcherState, t: TaskRec, a: AgentRec, tenant: TenantRec, now: number, why: Why): DispatchEvent {
+  const rs = s.reqSets.get(t.reqKey) as ReqSet;
+  let candidates = 0;
+  let busy = 0;
+  let capable = 0;
+  for (const g of rs.groups) { candidates += g.free.size; capable += g.alive; }
+  busy = capable - candidates;
+  const f = fairness(s, tenant);
+  return {
+    type: 'TaskAssigned', v: 1, at: now, taskId: t.id, agentId: a.id, attempt: t.attempt, tenant: t.tenant,
+    priority: priorityAt(t.level),
+    why: {
+      ...why,
+      candidates,
+      excluded: { busy, incapable: s.seen.size - capable },
+      waitedMs: now - t.queuedAt,
+      tenantShare: round(f.share),
+      tenantTarget: round(f.target),
+      ...(t.level < t.base ? { raisedFrom: priorityAt(t.base) } : {}),
+    },
+  };
+}
+
+function round(x: number): number {
+  return Math.round(x * 1000) / 1000;
+}
+
+
