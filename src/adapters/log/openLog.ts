@@ -1,0 +1,27 @@
+import { mkdirSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
+import type { EventLog } from '../../runtime/eventLog.js';
+import { getSqliteEventLog } from './sqliteEventLog.js';
+
+/** Where the durable log lives: `sqlite:<path>`, `kafka:<brokers>` or `esdb:<url>`. */
+export interface LogTarget { kind: 'sqlite' | 'kafka' | 'esdb'; target: string }
+
+/** Parse `--log`; the default is SQLite in the data dir. */
+export function parseLogTarget(spec: string | undefined, dataDir: string): LogTarget {
+  if (!spec) return { kind: 'sqlite', target: join(resolve(dataDir), 'switchyard.db') };
+  const m = /^(sqlite|kafka|esdb):(.+)$/.exec(spec);
+  if (!m) throw new Error(`--log must be sqlite:<path>, kafka:<brokers> or esdb:<url>, got "${spec}"`);
+  return { kind: m[1] as LogTarget['kind'], target: m[1] === 'sqlite' ? resolve(m[2]) : m[2] };
+}
+
+/** Open the log a target names. */
+export async function openLog(t: LogTarget, options: { readonly?: boolean } = {}): Promise<EventLog> {
+  switch (t.kind) {
+    case 'sqlite':
+      if (!options.readonly) mkdirSync(dirname(t.target), { recursive: true });
+      return getSqliteEventLog({ path: t.target, readonly: options.readonly });
+    case 'kafka':
+    case 'esdb':
+      throw new Error(`the ${t.kind} log backend is not built yet; use sqlite:<path> (the default)`);
+  }
+}
