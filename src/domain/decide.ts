@@ -89,6 +89,7 @@ function cancel(cmd: CommandOf<'CancelTask'>, s: DispatcherState): DispatchEvent
   if (TERMINAL.has(t.status)) return [];
   const events: DispatchEvent[] = [{
     type: 'TaskCancelled', v: 1, at: cmd.at, taskId: t.id, by: 'request', reason: cmd.reason ?? 'cancelled by request',
+    agentId: t.status === 'assigned' ? t.agentId : undefined,
   }];
   cascade(s, t, 'cancelled', cmd.at, events);
   return events;
@@ -107,6 +108,7 @@ export function cascade(s: DispatcherState, root: TaskRec, status: string, at: n
       if (!t || TERMINAL.has(t.status)) continue;
       out.push({
         type: 'TaskCancelled', v: 1, at, taskId: id, by: 'dependency', reason: `dependency ${dep.id} ${depStatus}`,
+        agentId: t.status === 'assigned' ? t.agentId : undefined,
         why: { rule: 'dependency-failed', dependency: dep.id, dependencyStatus: depStatus },
       });
       queue.push([t, 'cancelled']);

@@ -54,6 +54,8 @@ export const TaskCancelled = z.object({
   ...base('TaskCancelled'), taskId: z.string(), reason: z.string(),
   /** `request`: a cancel command (an input fact); `dependency`: a decision, with `why`. */
   by: z.enum(['request', 'dependency']),
+  /** The agent it was running on, when it was cancelled mid-run (that agent is told to stop). */
+  agentId: z.string().optional(),
   why: WhySchema.optional(),
 });
 export const AgentLeft = z.object({ ...base('AgentLeft'), agentId: z.string() });

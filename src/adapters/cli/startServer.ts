@@ -1,0 +1,72 @@
+import { pino, type Logger } from 'pino';
+import type { Policy } from '../../domain/policy.js';
+import { createDispatcherRuntime, type DispatcherRuntime } from '../../runtime/dispatcherRuntime.js';
+import type { EventLog } from '../../runtime/eventLog.js';
+import { createDispatchService, type DispatchService } from '../../runtime/service.js';
+import { buildApp } from '../http/app.js';
+import { renderMetrics } from '../http/metrics.js';
+import { dashboardOf, readModels, taskDetails } from '../../runtime/readModels.js';
+
+/** Options of {@link startServer}. */
+export interface ServerOptions {
+  log: EventLog;
+  policy: Policy;
+  /** Default 127.0.0.1. */
+  host?: string;
+  /** Default 8080; 0 picks a free port. */
+  port?: number;
+  shard?: string;
+  logger?: Logger;
+  /** Wait as a standby while another dispatcher is the writer. Default false. */
+  standby?: boolean;
+  snapshotEvery?: number;
+  /** Called when the dispatcher must stop (it lost the log). Default: log and exit(1). */
+  onFatal?: (err: Error) => void;
+}
+
+export interface RunningServer {
+  runtime: DispatcherRuntime;
+  service: DispatchService;
+  url: string;
+  close(): Promise<void>;
+}
+
+/** Start the single writer on `log` and the HTTP API in front of it. */
+export async function startServer(o: ServerOptions): Promise<RunningServer> {
+  const logger = o.logger ?? pino({ level: process.env.LOG_LEVEL ?? 'info' });
+  const runtime = await createDispatcherRuntime({
+    log: o.log,
+    shard: o.shard,
+    policy: o.policy,
+    logger,
+    standby: o.standby,
+    snapshotEvery: o.snapshotEvery,
+    projections: readModels(),
+    onFatal: o.onFatal ?? ((err) => { logger.fatal({ err }, 'dispatcher stopped'); process.exit(1); }),
+  });
+  const service = createDispatchService(runtime);
+  const app = buildApp({
+    service,
+    // Per-request lines are at info; a line per request would cost more than the request.
+    loggerInstance: logger.child({ component: 'http' }, { level: process.env.HTTP_LOG_LEVEL ?? 'warn' }),
+    task: (id) => taskDetails(runtime, o.log, id),
+    dashboard: () => dashboardOf(runtime),
+    metrics: () => renderMetrics(runtime),
+    health: () => ({ ok: runtime.healthy, log: o.log.kind, stream: runtime.stream, version: runtime.version }),
+  });
+  const address = await app.listen({ host: o.host ?? '127.0.0.1', port: o.port ?? 8080 });
+  logger.info({ address, log: o.log.kind }, 'switchyard listening');
+  let closed = false;
+  return {
+    runtime,
+    service,
+    url: address,
+    async close() {
+      if (closed) return;
+      closed = true;
+      await runtime.stop();
+      await app.close();
+      await o.log.close();
+    },
+  };
+}

@@ -1,0 +1,141 @@
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import type { z } from 'zod';
+import { DomainError } from '../../domain/errors.js';
+import {
+  AgentReadySchema, CancelSchema, CompletionSchema, TaskSubmissionSchema, fieldIssues, type FieldIssue,
+} from '../../domain/inputs.js';
+import { DispatchError, type RuntimeErrorCode } from '../../runtime/errors.js';
+import type { DispatchService } from '../../runtime/service.js';
+
+/** What the HTTP app needs besides the service: read models, kept behind functions. */
+export interface AppDeps {
+  service: DispatchService;
+  /** The task's status, attempt, agent and history; undefined when unknown. */
+  task(id: string): Promise<unknown>;
+  dashboard(): unknown;
+  /** Prometheus text exposition. */
+  metrics(): string;
+  health(): { ok: boolean; [k: string]: unknown };
+  /** Largest accepted body in bytes (413 above). Default 1 MiB. */
+  bodyLimit?: number;
+  /** Longest long-poll wait a client may ask for. Default 30000. */
+  maxWaitMs?: number;
+  logger?: FastifyServerOptions['logger'] | false;
+  loggerInstance?: FastifyServerOptions['loggerInstance'];
+}
+
+const STATUS: Record<RuntimeErrorCode, number> = {
+  validation: 400,
+  'not-found': 404,
+  'stale-attempt': 409,
+  'agent-not-alive': 409,
+  conflict: 409,
+  quota: 429,
+  shed: 429,
+  unavailable: 503,
+};
+
+class BadRequest extends Error {
+  constructor(readonly issues: FieldIssue[]) {
+    super(issues.map((i) => `${i.path}: ${i.message}`).join('; '));
+  }
+}
+
+function parse<S extends z.ZodType>(schema: S, body: unknown): z.infer<S> {
+  const r = schema.safeParse(body);
+  if (!r.success) throw new BadRequest(fieldIssues(r.error));
+  return r.data;
+}
+
+/** Build the HTTP API (fastify). `server.ts` starts it; tests may `inject` or listen on a loopback port. */
+export function buildApp(deps: AppDeps): FastifyInstance {
+  const app = Fastify({
+    bodyLimit: deps.bodyLimit ?? 1024 * 1024,
+    ...(deps.loggerInstance ? { loggerInstance: deps.loggerInstance } : { logger: deps.logger ?? false }),
+    // Long-polls hold a request open; keep the socket alive longer than the longest wait.
+    keepAliveTimeout: 65_000,
+    return503OnClosing: true,
+  });
+  const svc = deps.service;
+  const maxWaitMs = deps.maxWaitMs ?? 30_000;
+
+  app.setErrorHandler((err, req, reply) => {
+    if (err instanceof BadRequest) {
+      return reply.code(400).send({ error: 'validation', message: err.message, issues: err.issues });
+    }
+    if (err instanceof DispatchError || err instanceof DomainError) {
+      const code = err.code as RuntimeErrorCode;
+      const body: Record<string, unknown> = { error: code, message: err.message };
+      if (err.path) body.issues = [{ path: err.path.join('.'), message: err.message }];
+      if (code === 'quota' || code === 'shed') reply.header('retry-after', '1');
+      return reply.code(STATUS[code] ?? 500).send(body);
+    }
+    const e = err as { statusCode?: number; code?: string; message: string };
+    if (e.statusCode === 413 || e.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
+      return reply.code(413).send({ error: 'too-large', message: `body larger than ${deps.bodyLimit ?? 1024 * 1024} bytes` });
+    }
+    if (e.statusCode !== undefined && e.statusCode >= 400 && e.statusCode < 500) {
+      // fastify's own client errors: malformed JSON, wrong content type, …
+      return reply.code(e.statusCode).send({ error: 'bad-request', message: e.message });
+    }
+    req.log.error({ err }, 'unhandled error');
+    return reply.code(500).send({ error: 'internal', message: 'internal error' });
+  });
+
+  app.setNotFoundHandler((req, reply) => reply.code(404).send({ error: 'not-found', message: `no route ${req.method} ${req.url}` }));
+
+  app.post('/v1/tasks', async (req, reply) => {
+    const sub = parse(TaskSubmissionSchema, req.body);
+    const r = await svc.submit(sub);
+    return reply.code(202).send(r);
+  });
+
+  app.get<{ Params: { id: string } }>('/v1/tasks/:id', async (req, reply) => {
+    const t = await deps.task(req.params.id);
+    if (t === undefined) return reply.code(404).send({ error: 'not-found', message: `unknown task ${req.params.id}` });
+    return t;
+  });
+
+  app.post<{ Params: { id: string } }>('/v1/tasks/:id/cancel', async (req) => {
+    const body = parse(CancelSchema, req.body ?? {});
+    return svc.cancel(req.params.id, body.reason);
+  });
+
+  app.post<{ Params: { id: string } }>('/v1/tasks/:id/complete', async (req) => {
+    const c = parse(CompletionSchema, req.body);
+    return svc.complete(req.params.id, c);
+  });
+
+  app.post<{ Params: { id: string } }>('/v1/agents/:id/ready', async (req) => {
+    const body = parse(AgentReadySchema, req.body);
+    return svc.ready(req.params.id, body);
+  });
+
+  app.post<{ Params: { id: string } }>('/v1/agents/:id/heartbeat', async (req) => svc.heartbeat(req.params.id));
+
+  app.post<{ Params: { id: string } }>('/v1/agents/:id/leave', async (req) => svc.leave(req.params.id));
+
+  app.get<{ Params: { id: string }; Querystring: { waitMs?: string } }>('/v1/agents/:id/assignments', async (req, reply) => {
+    const raw = req.query.waitMs ?? '0';
+    const waitMs = Number(raw);
+    if (!/^\d+$/.test(raw) || !Number.isSafeInteger(waitMs)) {
+      throw new BadRequest([{ path: 'waitMs', message: 'must be a non-negative integer (milliseconds)' }]);
+    }
+    const ac = new AbortController();
+    // The client went away before an answer: stop waiting for it.
+    reply.raw.on('close', () => { if (!reply.raw.writableFinished) ac.abort(); });
+    const list = await svc.poll(req.params.id, Math.min(waitMs, maxWaitMs), ac.signal);
+    if (list.length === 0) return reply.code(204).send();
+    return list;
+  });
+
+  app.get('/v1/agents', async () => svc.agents());
+  app.get('/v1/dashboard', async () => deps.dashboard());
+  app.get('/healthz', async (_req, reply) => {
+    const h = deps.health();
+    return reply.code(h.ok ? 200 : 503).send(h);
+  });
+  app.get('/metrics', async (_req, reply) => reply.type('text/plain; version=0.0.4').send(deps.metrics()));
+
+  return app;
+}

@@ -1,0 +1,126 @@
+import { randomUUID } from 'node:crypto';
+import type { DispatchEvent, TaskSpec } from '../domain/events.js';
+import type { AgentReady, Completion, TaskSubmission } from '../domain/inputs.js';
+import { freeSlots, type DispatcherState, type TaskRec } from '../domain/state.js';
+import { PRIORITIES } from '../domain/priority.js';
+import type { DispatcherRuntime } from './dispatcherRuntime.js';
+import { DispatchError } from './errors.js';
+import type { Delivery } from './delivery.js';
+
+export interface TaskStatusReply {
+  id: string;
+  status: string;
+  /** Why an admission was refused (quota, shed, unknown dependency). */
+  reason?: string;
+}
+
+/** Turn a validated submission into the task the log records: id given or new, deadline as epoch ms. */
+export function toTaskSpec(sub: TaskSubmission): TaskSpec {
+  return {
+    id: sub.id ?? randomUUID(),
+    tenant: sub.tenant,
+    source: sub.source,
+    type: sub.type,
+    priority: sub.priority,
+    requires: sub.requires ?? [],
+    sessionRef: sub.sessionRef,
+    affinity: sub.affinity ?? 'soft',
+    deadline: sub.deadline === undefined ? undefined : Date.parse(sub.deadline),
+    estimatedDurationMs: sub.estimatedDurationMs,
+    dependsOn: sub.dependsOn ?? [],
+    payload: sub.payload,
+  };
+}
+
+function refusal(events: DispatchEvent[], id: string): DispatchError | undefined {
+  for (const e of events) {
+    if (e.type === 'TaskRejected' && e.task.id === id) {
+      if (e.reason === 'unknown-dependency') {
+        const i = Number(/^dependsOn\.(\d+)/.exec(e.message)?.[1] ?? 0);
+        return new DispatchError('validation', e.message, ['dependsOn', i]);
+      }
+      return new DispatchError('quota', e.message);
+    }
+    if (e.type === 'TaskShed' && e.taskId === id && e.task) {
+      return new DispatchError('shed', `shed under overload: ${e.why.waiting} tasks waiting, ${e.priority} work is admitted below ${e.why.threshold}`);
+    }
+  }
+  return undefined;
+}
+
+/**
+ * The operations producers, agents and operators have, on top of the single writer. HTTP and
+ * Kafka ingress both call these, so both validate, refuse and answer alike.
+ */
+export function createDispatchService(rt: DispatcherRuntime) {
+  return {
+    runtime: rt,
+
+    /** Submit a task; resolves once it is durable. Refusals reject with a DispatchError (quota, shed, validation). */
+    async submit(sub: TaskSubmission): Promise<TaskStatusReply> {
+      const task = toTaskSpec(sub);
+      return rt.execute({ type: 'SubmitTask', task }, (s, events) => {
+        const err = refusal(events, task.id);
+        if (err) throw err;
+        return { id: task.id, status: s.tasks.get(task.id)?.status ?? 'queued' };
+      });
+    },
+
+    cancel(taskId: string, reason?: string): Promise<TaskStatusReply> {
+      return rt.execute({ type: 'CancelTask', taskId, reason }, (s) => ({ id: taskId, status: s.tasks.get(taskId)?.status ?? 'cancelled' }));
+    },
+
+    ready(agentId: string, body: AgentReady) {
+      return rt.execute({ type: 'MarkAgentReady', agentId, capabilities: body.capabilities, capacity: body.capacity }, (s) => agentView(s, agentId));
+    },
+
+    heartbeat(agentId: string) {
+      return rt.execute({ type: 'RecordHeartbeat', agentId }, (s) => agentView(s, agentId));
+    },
+
+    leave(agentId: string) {
+      return rt.execute({ type: 'RemoveAgent', agentId }, (s) => agentView(s, agentId));
+    },
+
+    complete(taskId: string, c: Completion): Promise<TaskStatusReply & { attempt: number }> {
+      return rt.execute({ type: 'CompleteTask', taskId, ...c }, (s) => {
+        const t = s.tasks.get(taskId) as TaskRec;
+        return { id: taskId, status: t.status, attempt: t.attempt };
+      });
+    },
+
+    /** Long-poll: resolves with deliveries as soon as there are any, or [] after waitMs. Counts as a sign of life. */
+    async poll(agentId: string, waitMs: number, signal?: AbortSignal): Promise<Delivery[]> {
+      if (!rt.state.agents.has(agentId)) throw new DispatchError('not-found', `unknown agent ${agentId}: register it with ready first`);
+      await rt.execute({ type: 'RecordHeartbeat', agentId }, () => undefined).catch(() => undefined);
+      return rt.poll(agentId, waitMs, signal);
+    },
+
+    agents() {
+      const s = rt.state;
+      return [...s.agents.keys()].sort().map((id) => agentView(s, id));
+    },
+  };
+}
+export type DispatchService = ReturnType<typeof createDispatchService>;
+
+export function agentView(s: DispatcherState, id: string) {
+  const a = s.agents.get(id);
+  if (!a) throw new DispatchError('not-found', `unknown agent ${id}`);
+  return {
+    id: a.id,
+    state: !a.alive ? 'dead' : a.running.size > 0 ? 'busy' : 'idle',
+    capabilities: a.caps,
+    capacity: a.capacity,
+    running: [...a.running],
+    freeSlots: freeSlots(a),
+    lastSeenAt: new Date(a.lastSeenAt).toISOString(),
+    speed: Math.round(a.speed * 1000) / 1000,
+    completed: a.completed,
+    failed: a.failed,
+  };
+}
+
+export function priorityName(level: number): string {
+  return PRIORITIES[level];
+}
