@@ -144,7 +144,10 @@ export async function createDispatcherRuntime(o: RuntimeOptions) {
           route(e);
         }
       }
-      for (const p of batch) (p.error ? p.reject(p.error) : p.resolve(p.result));
+      for (const p of batch) {
+        if (p.error) p.reject(p.error);
+        else p.resolve(p.result);
+      }
       if (sinceSnapshot >= snapshotEvery) await snapshot();
     }
     flushing = false;
