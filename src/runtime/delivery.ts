@@ -52,6 +52,19 @@ export function createMailboxes() {
     box.push(d);
   }
 
+  /** Put back deliveries a poll took but could not hand over (its client left), ahead of newer ones. */
+  function giveBack(agentId: string, ds: Delivery[]): void {
+    if (ds.length === 0) return;
+    const all = [...ds, ...(boxes.get(agentId) ?? [])];
+    boxes.delete(agentId);
+    const ws = waiters.get(agentId);
+    const w = ws?.shift();
+    if (!w) { boxes.set(agentId, all); return; }
+    if (ws?.length === 0) waiters.delete(agentId);
+    clearTimeout(w.timer);
+    w.resolve(all);
+  }
+
   function poll(agentId: string, waitMs: number, signal?: AbortSignal): Promise<Delivery[]> {
     const box = boxes.get(agentId);
     if (box && box.length > 0) {
@@ -86,6 +99,6 @@ export function createMailboxes() {
     return boxes.get(agentId)?.length ?? 0;
   }
 
-  return { deliver, poll, closeAll, pending };
+  return { deliver, giveBack, poll, closeAll, pending };
 }
 export type Mailboxes = ReturnType<typeof createMailboxes>;

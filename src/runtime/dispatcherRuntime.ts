@@ -181,9 +181,11 @@ export async function createDispatcherRuntime(o: RuntimeOptions) {
     logger.info({ version, bytes: data.length, ms: now() - t }, 'snapshot saved');
   }
 
+  // o.policy, not state.policy: on a fresh log (or a changed policy) the state holds the old policy
+  // until the ChangePolicy below is decided, and the interval is set once.
   const tick = setInterval(() => {
     if (!inbox.some((p) => p.cmd.type === 'Tick')) enqueue({ type: 'Tick', at: now() }, () => undefined).catch(() => undefined);
-  }, state.policy.tickMs);
+  }, o.policy.tickMs);
   tick.unref();
   function stopTimers(): void { clearInterval(tick); }
 
@@ -205,7 +207,13 @@ export async function createDispatcherRuntime(o: RuntimeOptions) {
     execute<T>(cmd: DistributiveOmit<Command, 'at'>, after: (s: DispatcherState, events: DispatchEvent[]) => T): Promise<T> {
       return enqueue({ ...cmd, at: now() } as Command, after);
     },
-    poll: (agentId: string, waitMs: number, signal?: AbortSignal): Promise<Delivery[]> => mailboxes.poll(agentId, waitMs, signal),
+    poll(agentId: string, waitMs: number, signal?: AbortSignal): Promise<Delivery[]> {
+      // After stop() answered every waiting poll, a new one would wait its whole waitMs for nothing.
+      if (stopped || fatal) return Promise.reject(new DispatchError('unavailable', 'dispatcher is not running'));
+      return mailboxes.poll(agentId, waitMs, signal);
+    },
+    /** Return deliveries a poll could not hand over, for the agent's next poll. */
+    giveBack: (agentId: string, deliveries: Delivery[]): void => mailboxes.giveBack(agentId, deliveries),
     now,
     snapshot,
     get healthy(): boolean { return !fatal && !stopped; },

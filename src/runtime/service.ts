@@ -32,12 +32,14 @@ export function toTaskSpec(sub: TaskSubmission): TaskSpec {
   };
 }
 
-function refusal(events: DispatchEvent[], id: string): DispatchError | undefined {
+function refusal(events: DispatchEvent[], task: TaskSpec, s: DispatcherState): DispatchError | undefined {
+  const id = task.id;
   for (const e of events) {
     if (e.type === 'TaskRejected' && e.task.id === id) {
       if (e.reason === 'unknown-dependency') {
-        const i = Number(/^dependsOn\.(\d+)/.exec(e.message)?.[1] ?? 0);
-        return new DispatchError('validation', e.message, ['dependsOn', i]);
+        // The domain counts in the de-duplicated list; name the entry as the client sent it.
+        const i = Math.max(0, task.dependsOn.findIndex((d) => !s.tasks.get(d)?.admitted));
+        return new DispatchError('validation', `dependsOn.${i}: unknown task id "${task.dependsOn[i]}"`, ['dependsOn', i]);
       }
       return new DispatchError('quota', e.message);
     }
@@ -60,7 +62,7 @@ export function createDispatchService(rt: DispatcherRuntime) {
     async submit(sub: TaskSubmission): Promise<TaskStatusReply> {
       const task = toTaskSpec(sub);
       return rt.execute({ type: 'SubmitTask', task }, (s, events) => {
-        const err = refusal(events, task.id);
+        const err = refusal(events, task, s);
         if (err) throw err;
         return { id: task.id, status: s.tasks.get(task.id)?.status ?? 'queued' };
       });
@@ -94,6 +96,11 @@ export function createDispatchService(rt: DispatcherRuntime) {
       if (!rt.state.agents.has(agentId)) throw new DispatchError('not-found', `unknown agent ${agentId}: register it with ready first`);
       await rt.execute({ type: 'RecordHeartbeat', agentId }, () => undefined).catch(() => undefined);
       return rt.poll(agentId, waitMs, signal);
+    },
+
+    /** Deliveries a poll took but could not hand over (the agent hung up) wait for its next poll. */
+    giveBack(agentId: string, deliveries: Delivery[]): void {
+      rt.giveBack(agentId, deliveries);
     },
 
     agents() {

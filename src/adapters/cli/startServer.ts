@@ -54,7 +54,14 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
     metrics: () => renderMetrics(runtime),
     health: () => ({ ok: runtime.healthy, log: o.log.kind, stream: runtime.stream, version: runtime.version }),
   });
-  const address = await app.listen({ host: o.host ?? '127.0.0.1', port: o.port ?? 8080 });
+  let address: string;
+  try {
+    address = await app.listen({ host: o.host ?? '127.0.0.1', port: o.port ?? 8080 });
+  } catch (err) {
+    // A server that never answered must not keep the writer lease (nor tick on) after the error.
+    await runtime.stop();
+    throw err;
+  }
   logger.info({ address, log: o.log.kind }, 'switchyard listening');
   let closed = false;
   return {
@@ -65,7 +72,11 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
       if (closed) return;
       closed = true;
       await runtime.stop();
-      await app.close();
+      // Every long-poll is answered by now. A connection on which no request was ever sent (a
+      // client's spare socket, as fetch opens after an aborted request) is neither idle nor busy
+      // to node's server.close(), which would wait for it until headersTimeout: cut it after a grace.
+      const cut = setTimeout(() => app.server.closeAllConnections(), 1000);
+      try { await app.close(); } finally { clearTimeout(cut); }
       await o.log.close();
     },
   };

@@ -126,6 +126,15 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     reply.raw.on('close', () => { if (!reply.raw.writableFinished) ac.abort(); });
     const list = await svc.poll(req.params.id, Math.min(waitMs, maxWaitMs), ac.signal);
     if (list.length === 0) return reply.code(204).send();
+    // An agent that hung up while its poll was being answered (the append that made the assignment
+    // blocks the loop) is noticed only on the next turn: look once more, and keep its assignments
+    // for its next poll rather than write them to a closed socket.
+    await new Promise((r) => setImmediate(r));
+    const socket = req.raw.socket;
+    if (ac.signal.aborted || socket.destroyed || socket.readableEnded) {
+      svc.giveBack(req.params.id, list);
+      return reply.code(204).send();
+    }
     return list;
   });
 
