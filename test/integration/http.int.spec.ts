@@ -221,6 +221,19 @@ describe('POST /v1/tasks/:id/cancel', () => {
     expect(agents.body[0]).toMatchObject({ id: 'a1', state: 'idle', running: [], freeSlots: 1 });
   });
 
+  it('accepts an empty body sent as JSON, as clients that always send content-type do', async () => {
+    await submit(task({ id: 'c4' }));
+    const r = await fetch(`${c.base}/v1/tasks/c4/cancel`, { method: 'POST', headers: { 'content-type': 'application/json' } });
+    expect(r.status).toBe(200);
+    expect(await r.json()).toEqual({ id: 'c4', status: 'cancelled' });
+  });
+
+  it('refuses a body that tries to set __proto__', async () => {
+    const r = await fetch(`${c.base}/v1/tasks`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"tenant":"a","source":"api","type":"t","__proto__":{"polluted":true}}' });
+    expect(r.status).toBe(400);
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
+  });
+
   it('answers 404 for an unknown task and 400 for a bad body', async () => {
     expect((await c.json<ErrorBody>('POST', '/v1/tasks/ghost/cancel')).status).toBe(404);
     await submit(task({ id: 'c3' }));

@@ -56,6 +56,14 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     keepAliveTimeout: 65_000,
     return503OnClosing: true,
   });
+  // fastify's own JSON parser (it refuses __proto__ and constructor.prototype keys), except that
+  // an empty body is no body: clients that always send content-type json may POST nothing.
+  const json = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+    if (body === '') { done(null, undefined); return; }
+    json(req, body as string, done);
+  });
   const svc = deps.service;
   const maxWaitMs = deps.maxWaitMs ?? 30_000;
 

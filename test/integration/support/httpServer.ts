@@ -64,6 +64,7 @@ export function client(base: string) {
     body: body === undefined ? undefined : JSON.stringify(body),
   });
   return {
+    base,
     get: (path: string) => send('GET', path),
     post: (path: string, body?: unknown) => send('POST', path, body),
     /** Body parsed as JSON, with the status, for one-line assertions. */
