@@ -60,22 +60,26 @@ function submit(cmd: CommandOf<'SubmitTask'>, s: DispatcherState): DispatchEvent
     }];
   }
   const events: DispatchEvent[] = [{ type: 'TaskSubmitted', v: 1, at, task: spec, priority, prioritySource: from }];
+  let victim: TaskRec | undefined;
+  const ended = new Set<string>();
   if (level === CRITICAL && s.waiting >= hardCapOf(p)) {
-    const victim = s.newestLow.peek();
+    victim = s.newestLow.peek();
     if (victim) {
       events.push({
         type: 'TaskShed', v: 1, at, taskId: victim.id, tenant: victim.tenant, priority: 'low',
         why: { rule: 'make-room-for-critical', waiting: s.waiting, hardCap: hardCapOf(p), admitted: spec.id },
       });
-      cascade(s, victim, 'shed', at, events);
+      cascade(s, victim, 'shed', at, events, ended);
     }
   }
   for (const d of spec.dependsOn) {
     const dep = s.tasks.get(d) as TaskRec;
-    if (TERMINAL.has(dep.status) && dep.status !== 'succeeded') {
+    // The victim shed just above, and what its shed cancels, still wait in `s`: they end with this command all the same.
+    const depStatus = dep === victim ? 'shed' : ended.has(d) && !TERMINAL.has(dep.status) ? 'cancelled' : dep.status;
+    if (TERMINAL.has(depStatus) && depStatus !== 'succeeded') {
       events.push({
         type: 'TaskCancelled', v: 1, at, taskId: spec.id, by: 'dependency',
-        reason: `dependency ${d} ${dep.status}`, why: { rule: 'dependency-failed', dependency: d, dependencyStatus: dep.status },
+        reason: `dependency ${d} ${depStatus}`, why: { rule: 'dependency-failed', dependency: d, dependencyStatus: depStatus },
       });
       break;
     }
@@ -95,9 +99,14 @@ function cancel(cmd: CommandOf<'CancelTask'>, s: DispatcherState): DispatchEvent
   return events;
 }
 
-/** Cancel every task that (transitively) waits on `root`, which ended without success. */
-export function cascade(s: DispatcherState, root: TaskRec, status: string, at: number, out: DispatchEvent[]): void {
-  const seen = new Set<string>([root.id]);
+/**
+ * Cancel every task that (transitively) waits on `root`, which ended without success. Cascades
+ * decided together share `seen`, so a task that waits on two of their roots is cancelled once.
+ */
+export function cascade(
+  s: DispatcherState, root: TaskRec, status: string, at: number, out: DispatchEvent[], seen = new Set<string>(),
+): void {
+  seen.add(root.id);
   const queue: [TaskRec, string][] = [[root, status]];
   while (queue.length > 0) {
     const [dep, depStatus] = queue.shift() as [TaskRec, string];
@@ -125,7 +134,19 @@ function ready(cmd: CommandOf<'MarkAgentReady'>, s: DispatcherState): DispatchEv
   const capacity = cmd.capacity ?? 1;
   const a = s.agents.get(cmd.agentId);
   if (!a || !a.alive || a.capacity !== capacity || a.caps.join('\u0000') !== caps.join('\u0000')) {
-    return [{ type: 'AgentRegistered', v: 1, at: cmd.at, agentId: cmd.agentId, capabilities: caps, capacity }];
+    const events: DispatchEvent[] = [{ type: 'AgentRegistered', v: 1, at: cmd.at, agentId: cmd.agentId, capabilities: caps, capacity }];
+    // Session followers waiting for this agent that its new capabilities no longer cover fall back now.
+    if (a?.alive && a.waiters) {
+      const has = new Set(caps);
+      const lost = [...a.waiters.values()].filter((t) => !t.spec.requires.every((r) => has.has(r))).sort((x, y) => x.seq - y.seq);
+      for (const t of lost) {
+        events.push({
+          type: 'TaskRequeued', v: 1, at: cmd.at, taskId: t.id, attempt: t.attempt, reason: 'affinity-agent-lost',
+          why: { rule: 'affinity-fallback', agentId: a.id, agentState: 'capabilities-changed', requires: t.spec.requires, capabilities: caps },
+        });
+      }
+    }
+    return events;
   }
   return cmd.at - a.lastSeenAt >= coalesceMs(s) ? [{ type: 'AgentIdle', v: 1, at: cmd.at, agentId: a.id }] : [];
 }
@@ -192,11 +213,12 @@ export function releaseAgentWork(
   const a = s.agents.get(agentId);
   if (!a) return;
   const { maxAttempts } = s.policy.retry;
+  const cancelled = new Set<string>();
   for (const id of a.running) {
     const t = s.tasks.get(id) as TaskRec;
     if (t.attempt >= maxAttempts) {
       out.push({ type: 'TaskDeadLettered', v: 1, at, taskId: id, attempt: t.attempt, reason, why: { rule: 'max-attempts', attempts: t.attempt, maxAttempts, agentId } });
-      cascade(s, t, 'dead-lettered', at, out);
+      cascade(s, t, 'dead-lettered', at, out, cancelled);
     } else {
       out.push({ type: 'TaskRequeued', v: 1, at, taskId: id, attempt: t.attempt + 1, reason, why: { rule: reason, agentId, previousAttempt: t.attempt } });
     }

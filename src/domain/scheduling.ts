@@ -86,7 +86,8 @@ function dispatch(s: DispatcherState, now: number): DispatchEvent[] | undefined 
   const affine = affinityDispatch(s, now);
   if (affine) return affine;
   // First pass: tenants over their fair share wait while anyone else has work a free agent can take.
-  let skipped: { task: TaskRec; tenant: TenantRec } | undefined;
+  // Every tenant passed over gets its deferral recorded before anyone is served instead.
+  const skipped: { task: TaskRec; tenant: TenantRec }[] = [];
   for (let level = CRITICAL; level <= 3; level++) {
     if (s.readyAt[level] === 0) continue;
     for (const tenant of s.tenantOrder) {
@@ -99,12 +100,13 @@ function dispatch(s: DispatcherState, now: number): DispatchEvent[] | undefined 
         continue;
       }
       if (level !== CRITICAL && fairness(s, tenant).over) {
-        skipped ??= { task: head, tenant };
+        skipped.push({ task: head, tenant });
         continue;
       }
-      if (skipped && !skipped.task.deferred) {
-        const f = fairness(s, skipped.tenant);
-        return [deferred(s, skipped.task, skipped.tenant, now, {
+      const pending = skipped.find((x) => !x.task.deferred);
+      if (pending) {
+        const f = fairness(s, pending.tenant);
+        return [deferred(s, pending.task, pending.tenant, now, {
           rule: 'fairness', share: f.share, target: f.target, deferFactor: s.policy.fairness.deferFactor, window: windowSize(s), servedInstead: tenant.name,
         })];
       }
@@ -112,7 +114,7 @@ function dispatch(s: DispatcherState, now: number): DispatchEvent[] | undefined 
     }
   }
   // Nobody else has servable work: over-share tenants are served after all.
-  if (skipped) return assign(s, skipped.task, skipped.tenant, now);
+  if (skipped.length > 0) return assign(s, skipped[0].task, skipped[0].tenant, now);
   return undefined;
 }
 

@@ -29,6 +29,12 @@ export interface StateSnapshot {
   tasks: TaskSnap[];
   sessions: [string, string][];
   window: [number, string][];
+  /**
+   * Sum of the active tenants' weights as the state accumulated it. Floating-point addition is not
+   * associative, so a fresh sum can differ in the last bit and flip a fairness decision at its limit.
+   * Absent in older snapshots (then recomputed).
+   */
+  activeWeight?: number;
 }
 
 export function toSnapshot(s: DispatcherState): StateSnapshot {
@@ -56,6 +62,7 @@ export function toSnapshot(s: DispatcherState): StateSnapshot {
     tasks,
     sessions: [...s.sessions.entries()],
     window,
+    activeWeight: s.activeWeight,
   };
 }
 
@@ -101,5 +108,6 @@ export function fromSnapshot(snap: StateSnapshot): DispatcherState {
   }
   for (const [t, agentId, until] of holds) hold(s, t, s.agents.get(agentId) as AgentRec, until);
   for (const [ref, agentId] of snap.sessions) s.sessions.set(ref, agentId);
+  if (snap.activeWeight !== undefined) s.activeWeight = snap.activeWeight;
   return s;
 }

@@ -293,8 +293,10 @@ export function resortTenants(s: DispatcherState): void {
   for (const t of s.tenants.values()) t.weight = weightOf(s.policy, t.name);
   s.tenantOrder.sort((a, b) => (tenantLess(a, b) ? -1 : tenantLess(b, a) ? 1 : 0));
   s.tenantOrder.forEach((t, i) => { t.orderPos = i; });
+  // Summed in the fair-share order, which is the same in a state restored from a snapshot (the map's
+  // insertion order is not): floating-point sums depend on their order.
   s.activeWeight = 0;
-  for (const t of s.tenants.values()) if (t.active) s.activeWeight += t.weight;
+  for (const t of s.tenantOrder) if (t.active) s.activeWeight += t.weight;
 }
 
 /** A tenant is active while it has waiting work or dispatches in the window; fair targets split among active tenants. */

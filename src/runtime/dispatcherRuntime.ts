@@ -9,7 +9,7 @@ import { fromSnapshot, toSnapshot, type StateSnapshot } from '../domain/snapshot
 import { initialState, type DispatcherState } from '../domain/state.js';
 import { createMailboxes, type Assignment, type Delivery } from './delivery.js';
 import { DispatchError } from './errors.js';
-import type { EventLog, WriterLease } from './eventLog.js';
+import type { EventLog, InputOffset, OutboxMessage, Subscription, WriterLease } from './eventLog.js';
 import type { Projection } from './projection.js';
 
 /** Options of {@link createDispatcherRuntime}. */
@@ -32,6 +32,21 @@ export interface RuntimeOptions {
   standby?: boolean;
   /** Called when the runtime has to stop (it lost the log to another writer, or the log failed). */
   onFatal?: (err: Error) => void;
+  /**
+   * Turn committed decisions into messages for agents' topics (Kafka egress). They are written
+   * with the batch's events: in the same transaction on a Kafka log, else through the log's outbox.
+   */
+  egress?: (e: DispatchEvent, s: DispatcherState) => OutboxMessage | undefined;
+  /** Called after each commit that stored outbox messages (wakes the outbox relay). */
+  onOutbox?: () => void;
+}
+
+/** Where a command came from and what else its commit carries. */
+export interface CommandSource {
+  /** The input topic position this command consumed (committed with its facts on a Kafka log). */
+  input?: InputOffset;
+  /** Messages to publish if the command is refused (a dead-letter record with the reason). */
+  onRefused?: (err: Error) => OutboxMessage[];
 }
 
 export interface CommandOutcome {
@@ -39,7 +54,10 @@ export interface CommandOutcome {
 }
 
 interface Pending {
-  cmd: Command;
+  /** Absent for a pass-through: an input consumed without a command (a dead-lettered record). */
+  cmd?: Command;
+  source?: CommandSource;
+  outbox?: OutboxMessage[];
   /** Computed right after the command is decided, resolved only after the commit. */
   result?: unknown;
   error?: Error;
@@ -63,7 +81,6 @@ export async function createDispatcherRuntime(o: RuntimeOptions) {
   const snapshotEvery = o.snapshotEvery ?? 50_000;
   const maxBatch = o.maxBatch ?? 2000;
 
-  const lease: WriterLease = await log.acquireWriter(stream, { wait: o.standby ?? false });
   const t0 = now();
   // Always from the default policy: a different one is a recorded PolicyChanged, so replay sees it too.
   let state: DispatcherState = initialState();
@@ -77,14 +94,31 @@ export async function createDispatcherRuntime(o: RuntimeOptions) {
     version = snap.version;
   }
   let replayed = 0;
-  for await (const se of log.read(stream, version)) {
-    evolve(state, se.event);
-    for (let i = 0; i < projections.length; i++) projections[i].apply(views[i], se.event);
-    version = se.version;
+  const apply = (event: DispatchEvent, v: number) => {
+    evolve(state, event);
+    for (let i = 0; i < projections.length; i++) projections[i].apply(views[i], event);
+    version = v;
     replayed++;
+  };
+  let lease: WriterLease;
+  try {
+    lease = await log.acquireWriter(stream, { wait: false });
+  } catch (e) {
+    if (!o.standby) throw e;
+    // A hot standby: follow the leader's log while waiting, so taking over needs only the tail.
+    logger.warn({ stream, reason: (e as Error).message }, 'another dispatcher is the writer: standing by');
+    const follow: Subscription = log.subscribe(stream, version, (batch) => { for (const se of batch) apply(se.event, se.version); });
+    try {
+      lease = await log.acquireWriter(stream, { wait: true });
+    } finally {
+      await follow.close();
+    }
+    logger.warn({ stream, version }, 'the writer is gone: taking over');
   }
+  for await (const se of log.read(stream, version)) apply(se.event, se.version);
   let sinceSnapshot = replayed;
   logger.info({ stream, version, fromSnapshot: snap?.version ?? 0, replayed, ms: now() - t0 }, 'dispatcher state loaded');
+  lease.onLost?.((err) => die(new Error(`lost the writer lease of ${stream}: ${err.message}`)));
 
   const mailboxes = createMailboxes();
   // After a restart, agents get their running assignments again (at least once).
@@ -99,11 +133,13 @@ export async function createDispatcherRuntime(o: RuntimeOptions) {
   let commits = 0;
   let eventsWritten = 0;
 
-  function enqueue<T>(cmd: Command, after: (s: DispatcherState, events: DispatchEvent[]) => T): Promise<T> {
+  function enqueue<T>(
+    cmd: Command | undefined, after: (s: DispatcherState, events: DispatchEvent[]) => T, source?: CommandSource, outbox?: OutboxMessage[],
+  ): Promise<T> {
     if (fatal) return Promise.reject(new DispatchError('unavailable', `dispatcher stopped: ${fatal.message}`));
     if (stopped) return Promise.reject(new DispatchError('unavailable', 'dispatcher is shutting down'));
     return new Promise<T>((resolve, reject) => {
-      inbox.push({ cmd, resolve: resolve as (v: unknown) => void, reject, after });
+      inbox.push({ cmd, source, outbox, resolve: resolve as (v: unknown) => void, reject, after });
       if (!flushing) { flushing = true; setImmediate(flush); }
     });
   }
@@ -113,14 +149,26 @@ export async function createDispatcherRuntime(o: RuntimeOptions) {
       const batch = inbox.length <= maxBatch ? inbox : inbox.slice(0, maxBatch);
       inbox = inbox.length <= maxBatch ? [] : inbox.slice(maxBatch);
       const events: DispatchEvent[] = [];
+      const outbox: OutboxMessage[] = [];
+      const inputs = new Map<string, InputOffset>();
       for (const p of batch) {
+        const input = p.source?.input;
+        if (input) inputs.set(`${input.groupId}\u0000${input.topic}\u0000${input.partition}`, input);
+        if (p.outbox) outbox.push(...p.outbox);
+        if (!p.cmd) continue;
         try {
           const evs = handle(state, p.cmd);
-          for (const e of evs) events.push(e);
+          for (const e of evs) {
+            events.push(e);
+            const m = o.egress?.(e, state);
+            if (m) outbox.push(m);
+          }
           p.result = p.after(state, evs);
         } catch (e) {
-          if (e instanceof DomainError || e instanceof DispatchError) p.error = e;
-          else {
+          if (e instanceof DomainError || e instanceof DispatchError) {
+            p.error = e;
+            if (p.source?.onRefused) outbox.push(...p.source.onRefused(e));
+          } else {
             // A bug, not a refusal: the state may be half-changed, so it cannot be trusted past here.
             die(e as Error);
             for (const q of batch) q.reject(new DispatchError('unavailable', 'internal error'));
@@ -128,9 +176,11 @@ export async function createDispatcherRuntime(o: RuntimeOptions) {
           }
         }
       }
-      if (events.length > 0) {
+      // A Kafka log commits consumed input offsets in the append's transaction, so it appends even
+      // a batch without events; other logs have their ingress commit offsets after the answer.
+      if (events.length > 0 || outbox.length > 0 || (log.transactionalOutbox && inputs.size > 0)) {
         try {
-          version = await log.append(stream, events, version);
+          version = await log.append(stream, events, version, { outbox, inputs: [...inputs.values()] });
         } catch (e) {
           die(e as Error);
           for (const q of batch) q.reject(new DispatchError('unavailable', `log append failed: ${(e as Error).message}`));
@@ -143,6 +193,7 @@ export async function createDispatcherRuntime(o: RuntimeOptions) {
           for (let i = 0; i < projections.length; i++) projections[i].apply(views[i], e);
           route(e);
         }
+        if (outbox.length > 0 && !log.transactionalOutbox) o.onOutbox?.();
       }
       for (const p of batch) {
         if (p.error) p.reject(p.error);
@@ -184,7 +235,7 @@ export async function createDispatcherRuntime(o: RuntimeOptions) {
   // o.policy, not state.policy: on a fresh log (or a changed policy) the state holds the old policy
   // until the ChangePolicy below is decided, and the interval is set once.
   const tick = setInterval(() => {
-    if (!inbox.some((p) => p.cmd.type === 'Tick')) enqueue({ type: 'Tick', at: now() }, () => undefined).catch(() => undefined);
+    if (!inbox.some((p) => p.cmd?.type === 'Tick')) enqueue({ type: 'Tick', at: now() }, () => undefined).catch(() => undefined);
   }, o.policy.tickMs);
   tick.unref();
   function stopTimers(): void { clearInterval(tick); }
@@ -204,8 +255,15 @@ export async function createDispatcherRuntime(o: RuntimeOptions) {
     },
     stats: () => ({ commits, eventsWritten, version, inbox: inbox.length, fatal: fatal?.message }),
     /** Stamp a command with the time now and run it through the single writer. */
-    execute<T>(cmd: DistributiveOmit<Command, 'at'>, after: (s: DispatcherState, events: DispatchEvent[]) => T): Promise<T> {
-      return enqueue({ ...cmd, at: now() } as Command, after);
+    execute<T>(cmd: DistributiveOmit<Command, 'at'>, after: (s: DispatcherState, events: DispatchEvent[]) => T, source?: CommandSource): Promise<T> {
+      return enqueue({ ...cmd, at: now() } as Command, after, source);
+    },
+    /**
+     * Consume an input without a command (a record that failed validation): its offset and its
+     * messages (the dead-letter record) are committed with the next batch.
+     */
+    passThrough(input: InputOffset | undefined, outbox: OutboxMessage[]): Promise<void> {
+      return enqueue(undefined, () => undefined, input ? { input } : undefined, outbox);
     },
     poll(agentId: string, waitMs: number, signal?: AbortSignal): Promise<Delivery[]> {
       // After stop() answered every waiting poll, a new one would wait its whole waitMs for nothing.
@@ -236,7 +294,7 @@ type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K>
 
 export type DispatcherRuntime = Awaited<ReturnType<typeof createDispatcherRuntime>>;
 
-function assignmentOf(s: DispatcherState, taskId: string, at: number, attempt: number): Assignment {
+export function assignmentOf(s: DispatcherState, taskId: string, at: number, attempt: number): Assignment {
   const t = s.tasks.get(taskId);
   const spec = t?.spec;
   return {

@@ -18,6 +18,45 @@ export interface Snapshot {
 /** Held by the one writer of a stream; while held, no other process can become the writer. */
 export interface WriterLease {
   release(): Promise<void>;
+  /**
+   * Called if the lease is lost while held (e.g. a Kafka rebalance gave the shard to another
+   * instance): the holder must stop writing. Backends whose lease cannot be lost never call it.
+   */
+  onLost?(listener: (reason: Error) => void): void;
+}
+
+/** A message to publish together with a commit (an assignment to an agent's topic, …). */
+export interface OutboxMessage {
+  topic: string;
+  key: string;
+  /** Bytes are kept as they are (a dead-lettered record's original value may not be UTF-8). */
+  value: string | Buffer;
+  headers?: Record<string, string>;
+}
+
+/** How far an input topic has been consumed; committed with the facts that input produced. */
+export interface InputOffset {
+  groupId: string;
+  topic: string;
+  partition: number;
+  /** The next offset to consume. */
+  offset: string;
+}
+
+/** What else an append commits, atomically where the backend can. */
+export interface AppendExtras {
+  /**
+   * Messages to publish once the events are durable. Kafka log: produced in the same transaction
+   * (exactly once). Other logs: stored in an outbox in the same commit and relayed after (at least once).
+   */
+  outbox?: readonly OutboxMessage[];
+  /** Kafka log: consumer offsets committed in the same transaction. Other logs ignore them. */
+  inputs?: readonly InputOffset[];
+}
+
+/** A stored outbox message waiting to be relayed. */
+export interface PendingOutbox extends OutboxMessage {
+  id: number;
 }
 
 export interface Subscription {
@@ -38,7 +77,16 @@ export interface EventLog {
    * once they survive a crash). Returns the new version.
    * @throws ConcurrencyError when the stream is at another version; nothing is written.
    */
-  append(stream: string, events: readonly DispatchEvent[], expectedVersion: number): Promise<number>;
+  append(stream: string, events: readonly DispatchEvent[], expectedVersion: number, extras?: AppendExtras): Promise<number>;
+  /**
+   * Whether `extras.outbox` and `extras.inputs` are committed in the append's own transaction
+   * (true for Kafka). When false, outbox messages are stored and relayed by {@link readOutbox}.
+   */
+  readonly transactionalOutbox: boolean;
+  /** Outbox messages not yet relayed, oldest first (logs without a transactional outbox). */
+  readOutbox?(limit: number): Promise<PendingOutbox[]>;
+  /** Mark outbox messages relayed. */
+  markRelayed?(ids: readonly number[]): Promise<void>;
   /** Events of `stream` with version > `afterVersion` (default 0), in order. */
   read(stream: string, afterVersion?: number): AsyncIterable<StoredEvent>;
   /** The current version of `stream`. */

@@ -3,7 +3,7 @@ import type { DispatchEvent, TaskSpec } from '../domain/events.js';
 import type { AgentReady, Completion, TaskSubmission } from '../domain/inputs.js';
 import { freeSlots, type DispatcherState, type TaskRec } from '../domain/state.js';
 import { PRIORITIES } from '../domain/priority.js';
-import type { DispatcherRuntime } from './dispatcherRuntime.js';
+import type { CommandSource, DispatcherRuntime } from './dispatcherRuntime.js';
 import { DispatchError } from './errors.js';
 import type { Delivery } from './delivery.js';
 
@@ -15,9 +15,9 @@ export interface TaskStatusReply {
 }
 
 /** Turn a validated submission into the task the log records: id given or new, deadline as epoch ms. */
-export function toTaskSpec(sub: TaskSubmission): TaskSpec {
+export function toTaskSpec(sub: TaskSubmission, defaultId?: string): TaskSpec {
   return {
-    id: sub.id ?? randomUUID(),
+    id: sub.id ?? defaultId ?? randomUUID(),
     tenant: sub.tenant,
     source: sub.source,
     type: sub.type,
@@ -59,36 +59,36 @@ export function createDispatchService(rt: DispatcherRuntime) {
     runtime: rt,
 
     /** Submit a task; resolves once it is durable. Refusals reject with a DispatchError (quota, shed, validation). */
-    async submit(sub: TaskSubmission): Promise<TaskStatusReply> {
-      const task = toTaskSpec(sub);
+    async submit(sub: TaskSubmission, source?: CommandSource & { defaultId?: string }): Promise<TaskStatusReply> {
+      const task = toTaskSpec(sub, source?.defaultId);
       return rt.execute({ type: 'SubmitTask', task }, (s, events) => {
         const err = refusal(events, task, s);
         if (err) throw err;
         return { id: task.id, status: s.tasks.get(task.id)?.status ?? 'queued' };
-      });
+      }, source);
     },
 
     cancel(taskId: string, reason?: string): Promise<TaskStatusReply> {
       return rt.execute({ type: 'CancelTask', taskId, reason }, (s) => ({ id: taskId, status: s.tasks.get(taskId)?.status ?? 'cancelled' }));
     },
 
-    ready(agentId: string, body: AgentReady) {
-      return rt.execute({ type: 'MarkAgentReady', agentId, capabilities: body.capabilities, capacity: body.capacity }, (s) => agentView(s, agentId));
+    ready(agentId: string, body: AgentReady, source?: CommandSource) {
+      return rt.execute({ type: 'MarkAgentReady', agentId, capabilities: body.capabilities, capacity: body.capacity }, (s) => agentView(s, agentId), source);
     },
 
-    heartbeat(agentId: string) {
-      return rt.execute({ type: 'RecordHeartbeat', agentId }, (s) => agentView(s, agentId));
+    heartbeat(agentId: string, source?: CommandSource) {
+      return rt.execute({ type: 'RecordHeartbeat', agentId }, (s) => agentView(s, agentId), source);
     },
 
-    leave(agentId: string) {
-      return rt.execute({ type: 'RemoveAgent', agentId }, (s) => agentView(s, agentId));
+    leave(agentId: string, source?: CommandSource) {
+      return rt.execute({ type: 'RemoveAgent', agentId }, (s) => agentView(s, agentId), source);
     },
 
-    complete(taskId: string, c: Completion): Promise<TaskStatusReply & { attempt: number }> {
+    complete(taskId: string, c: Completion, source?: CommandSource): Promise<TaskStatusReply & { attempt: number }> {
       return rt.execute({ type: 'CompleteTask', taskId, ...c }, (s) => {
         const t = s.tasks.get(taskId) as TaskRec;
         return { id: taskId, status: t.status, attempt: t.attempt };
-      });
+      }, source);
     },
 
     /** Long-poll: resolves with deliveries as soon as there are any, or [] after waitMs. Counts as a sign of life. */

@@ -1,6 +1,6 @@
 import { parseArgs, type ParseArgsConfig } from 'node:util';
 import { loadPolicyFile } from '../../runtime/config.js';
-import { openLog, parseLogTarget } from '../log/openLog.js';
+import { openLog, parseBrokers, parseLogTarget } from '../log/openLog.js';
 import { startServer } from './startServer.js';
 import { runDemo } from './demo.js';
 import { explainTask, replayLog, verifyLog } from './audit.js';
@@ -121,10 +121,14 @@ async function run(cmd: string, argv: string[]): Promise<number | undefined> {
       const { values: v, positionals } = parse(cmd, argv, { 'no-standby': { type: 'boolean' } });
       if (v.help) { process.stdout.write(`${HELP.serve}\n`); return 0; }
       if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}"`);
-      if (v.kafka) throw new UsageError('--kafka ingress is not built yet');
       const policy = loadPolicyFile(v.config);
-      const log = await openLog(parseLogTarget(v.log, v.data));
-      const server = await startServer({ log, policy, host: v.host, port: port(v.port), shard: v.shard, standby: !v['no-standby'] });
+      const target = parseLogTarget(v.log, v.data);
+      // On a Kafka log the ingress and egress topics live on the same cluster unless --kafka says otherwise.
+      const kafkaSpec = v.kafka ?? (target.kind === 'kafka' ? target.target : undefined);
+      let kafka: { brokers: string[] } | undefined;
+      try { kafka = kafkaSpec ? { brokers: parseBrokers(kafkaSpec) } : undefined; } catch (e) { throw new UsageError((e as Error).message); }
+      const log = await openLog(target);
+      const server = await startServer({ log, policy, host: v.host, port: port(v.port), shard: v.shard, standby: !v['no-standby'], kafka });
       const stop = (signal: string) => {
         process.stderr.write(`switchyard: ${signal}, stopping\n`);
         server.close().then(() => process.exit(0), () => process.exit(1));

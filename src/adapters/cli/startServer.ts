@@ -6,6 +6,9 @@ import { createDispatchService, type DispatchService } from '../../runtime/servi
 import { buildApp } from '../http/app.js';
 import { renderMetrics } from '../http/metrics.js';
 import { dashboardOf, readModels, taskDetails } from '../../runtime/readModels.js';
+import { assignmentMessages, createOutboxRelay } from '../kafka/kafkaAssignments.js';
+import { createKafkaIngress } from '../kafka/kafkaIngress.js';
+import { topicNames } from '../kafka/topics.js';
 
 /** Options of {@link startServer}. */
 export interface ServerOptions {
@@ -22,6 +25,12 @@ export interface ServerOptions {
   snapshotEvery?: number;
   /** Called when the dispatcher must stop (it lost the log). Default: log and exit(1). */
   onFatal?: (err: Error) => void;
+  /**
+   * Kafka ingress (`<prefix>.tasks`, `<prefix>.agents`) and egress (`<prefix>.assignments.<agentId>`).
+   * On a Kafka log they share its transactions (exactly once); beside another log, assignments
+   * leave through the log's outbox (at least once).
+   */
+  kafka?: { brokers: string[]; prefix?: string };
 }
 
 export interface RunningServer {
@@ -34,6 +43,8 @@ export interface RunningServer {
 /** Start the single writer on `log` and the HTTP API in front of it. */
 export async function startServer(o: ServerOptions): Promise<RunningServer> {
   const logger = o.logger ?? pino({ level: process.env.LOG_LEVEL ?? 'info' });
+  const topics = o.kafka ? topicNames(o.kafka.prefix) : undefined;
+  const relay = o.kafka && !o.log.transactionalOutbox ? createOutboxRelay({ log: o.log, brokers: o.kafka.brokers, logger }) : undefined;
   const runtime = await createDispatcherRuntime({
     log: o.log,
     shard: o.shard,
@@ -42,9 +53,19 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
     standby: o.standby,
     snapshotEvery: o.snapshotEvery,
     projections: readModels(),
+    egress: topics ? assignmentMessages(topics) : undefined,
+    onOutbox: relay ? () => relay.wake() : undefined,
     onFatal: o.onFatal ?? ((err) => { logger.fatal({ err }, 'dispatcher stopped'); process.exit(1); }),
   });
   const service = createDispatchService(runtime);
+  const ingress = o.kafka && topics ? createKafkaIngress({ brokers: o.kafka.brokers, topics, service, log: o.log, logger, shard: o.shard }) : undefined;
+  try {
+    await relay?.start();
+    await ingress?.start();
+  } catch (err) {
+    await runtime.stop();
+    throw err;
+  }
   const app = buildApp({
     service,
     // Per-request lines are at info; a line per request would cost more than the request.
@@ -71,7 +92,9 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
     async close() {
       if (closed) return;
       closed = true;
+      await ingress?.stop();
       await runtime.stop();
+      await relay?.stop();
       // Every long-poll is answered by now. A connection on which no request was ever sent (a
       // client's spare socket, as fetch opens after an aborted request) is neither idle nor busy
       // to node's server.close(), which would wait for it until headersTimeout: cut it after a grace.

@@ -2,6 +2,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import type { EventLog } from '../../runtime/eventLog.js';
 import { getSqliteEventLog } from './sqliteEventLog.js';
+import { getKafkaEventLog } from '../kafka/kafkaEventLog.js';
 
 /** Where the durable log lives: `sqlite:<path>`, `kafka:<brokers>` or `esdb:<url>`. */
 export interface LogTarget { kind: 'sqlite' | 'kafka' | 'esdb'; target: string }
@@ -14,14 +15,24 @@ export function parseLogTarget(spec: string | undefined, dataDir: string): LogTa
   return { kind: m[1] as LogTarget['kind'], target: m[1] === 'sqlite' ? resolve(m[2]) : m[2] };
 }
 
+/** `host:port,host:port` → a list, refusing an empty one. */
+export function parseBrokers(spec: string): string[] {
+  const brokers = spec.split(',').map((b) => b.trim()).filter((b) => b !== '');
+  if (brokers.length === 0 || brokers.some((b) => !/^[^:\s]+:\d+$/.test(b))) {
+    throw new Error(`Kafka brokers must be host:port[,host:port…], got "${spec}"`);
+  }
+  return brokers;
+}
+
 /** Open the log a target names. */
-export async function openLog(t: LogTarget, options: { readonly?: boolean } = {}): Promise<EventLog> {
+export async function openLog(t: LogTarget, options: { readonly?: boolean; prefix?: string } = {}): Promise<EventLog> {
   switch (t.kind) {
     case 'sqlite':
       if (!options.readonly) mkdirSync(dirname(t.target), { recursive: true });
       return getSqliteEventLog({ path: t.target, readonly: options.readonly });
     case 'kafka':
+      return getKafkaEventLog({ brokers: parseBrokers(t.target), prefix: options.prefix });
     case 'esdb':
-      throw new Error(`the ${t.kind} log backend is not built yet; use sqlite:<path> (the default)`);
+      throw new Error('the esdb log backend is not built yet; use sqlite:<path> (the default) or kafka:<brokers>');
   }
 }

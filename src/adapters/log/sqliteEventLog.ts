@@ -8,6 +8,8 @@ import {
   ConcurrencyError,
   WriterBusyError,
   type EventLog,
+  type OutboxMessage,
+  type PendingOutbox,
   type Snapshot,
   type StoredEvent,
   type Subscription,
@@ -87,6 +89,10 @@ export function getSqliteEventLog(options: SqliteEventLogOptions): EventLog {
   const versionOf = (stream: string): number => selectVersion.get(stream) ?? 0;
 
   const insertBatch = readonly ? undefined : prepareAppend(db, versionOf);
+  const selectOutbox = db.prepare<[number], { id: number; topic: string; key: string; value: string | Buffer; headers: string | null }>(
+    'SELECT id, topic, key, value, headers FROM outbox WHERE relayed_at IS NULL ORDER BY id LIMIT ?',
+  );
+  const markOutbox = readonly ? undefined : db.prepare<[number, number]>('UPDATE outbox SET relayed_at = ? WHERE id = ?');
   const upsertSnapshot = readonly ? undefined : db.prepare<[string, number, string, number]>(
     `INSERT INTO snapshots (stream, version, data, saved_at) VALUES (?, ?, ?, ?)
      ON CONFLICT (stream) DO UPDATE SET version = excluded.version, data = excluded.data, saved_at = excluded.saved_at`,
@@ -148,15 +154,16 @@ export function getSqliteEventLog(options: SqliteEventLogOptions): EventLog {
 
   const log: EventLog = {
     kind: 'sqlite',
+    transactionalOutbox: false,
 
-    async append(stream, events, expectedVersion) {
+    async append(stream, events, expectedVersion, extras) {
       assertOpen();
       assertWritable('append');
       checkStream(stream);
       if (!Number.isSafeInteger(expectedVersion) || expectedVersion < 0) {
         throw new RangeError(`expectedVersion must be a non-negative integer, got ${expectedVersion}`);
       }
-      const version = insertBatch!(stream, events, expectedVersion);
+      const version = insertBatch!(stream, events, expectedVersion, extras?.outbox ?? []);
       if (events.length > 0) wake(stream);
       return version;
     },
@@ -176,6 +183,20 @@ export function getSqliteEventLog(options: SqliteEventLogOptions): EventLog {
           }
         },
       };
+    },
+
+    async readOutbox(limit) {
+      assertOpen();
+      return selectOutbox.all(limit).map((r): PendingOutbox => ({
+        id: r.id, topic: r.topic, key: r.key, value: r.value, ...(r.headers ? { headers: JSON.parse(r.headers) as Record<string, string> } : {}),
+      }));
+    },
+
+    async markRelayed(ids) {
+      assertOpen();
+      assertWritable('markRelayed');
+      const now = Date.now();
+      db.transaction(() => { for (const id of ids) markOutbox!.run(now, id); })();
     },
 
     async version(stream) {
@@ -337,6 +358,16 @@ function openDatabase(path: string, readonly: boolean): Database.Database {
       );
       -- Agent events (heartbeats above all) have no task: leaving them out keeps the index small.
       CREATE INDEX IF NOT EXISTS events_by_task ON events (stream, task_id, version) WHERE task_id IS NOT NULL;
+      -- Messages to relay to Kafka once their events are committed (the transactional outbox).
+      CREATE TABLE IF NOT EXISTS outbox (
+        id         INTEGER PRIMARY KEY AUTOINCREMENT,
+        topic      TEXT NOT NULL,
+        key        TEXT NOT NULL,
+        value      TEXT NOT NULL,
+        headers    TEXT,
+        relayed_at INTEGER
+      );
+      CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (id) WHERE relayed_at IS NULL;
       CREATE TABLE IF NOT EXISTS snapshots (
         stream   TEXT PRIMARY KEY,
         version  INTEGER NOT NULL,
@@ -363,16 +394,17 @@ const COLUMNS = 6;
 function prepareAppend(
   db: Database.Database,
   versionOf: (stream: string) => number,
-): (stream: string, events: readonly DispatchEvent[], expectedVersion: number) => number {
+): (stream: string, events: readonly DispatchEvent[], expectedVersion: number, outbox: readonly OutboxMessage[]) => number {
   const insertSql = (rows: number): string =>
     `INSERT INTO events (stream, version, type, task_id, at, data) VALUES ${Array(rows).fill('(?, ?, ?, ?, ?, ?)').join(', ')}`;
   const insertOne = db.prepare<unknown[]>(insertSql(1));
   // Measured 1.3-2x faster than one INSERT per event for batches of hundreds.
   const insertMany = db.prepare<unknown[]>(insertSql(ROWS_PER_INSERT));
+  const insertOutbox = db.prepare<[string, string, string | Buffer, string | null]>('INSERT INTO outbox (topic, key, value, headers) VALUES (?, ?, ?, ?)');
 
   // IMMEDIATE takes the write lock before reading the version, so another connection (process)
   // cannot append between the check and the inserts.
-  return db.transaction((stream: string, events: readonly DispatchEvent[], expectedVersion: number) => {
+  return db.transaction((stream: string, events: readonly DispatchEvent[], expectedVersion: number, outbox: readonly OutboxMessage[]) => {
     const actual = versionOf(stream);
     if (actual !== expectedVersion) throw new ConcurrencyError(stream, expectedVersion, actual);
     let version = expectedVersion;
@@ -389,6 +421,7 @@ function prepareAppend(
       }
     }
     for (let i = 0; i < params.length; i += COLUMNS) insertOne.run(...params.slice(i, i + COLUMNS));
+    for (const m of outbox) insertOutbox.run(m.topic, m.key, m.value, m.headers ? JSON.stringify(m.headers) : null);
     return version;
   }).immediate;
 }

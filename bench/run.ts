@@ -1,0 +1,51 @@
+import { runDecisionCore } from './decisionCore.js';
+import { runEmbedded } from './embedded.js';
+import { runReplay } from './replay.js';
+import { machineLines, renderReport, type BenchReport } from './support.js';
+
+/**
+ * `node --expose-gc dist/bench/run.js [decision|embedded|replay ...]`: run the named benchmarks
+ * (default all) and print the machine, each workload, and results beside their targets.
+ */
+
+const BENCHES: Record<string, (log: (l: string) => void) => BenchReport | Promise<BenchReport>> = {
+  decision: (log) => runDecisionCore({}, log),
+  embedded: (log) => runEmbedded({}, log),
+  replay: (log) => runReplay({}, log),
+};
+
+async function main(): Promise<number> {
+  const names = process.argv.slice(2);
+  for (const n of names) {
+    if (!(n in BENCHES)) {
+      console.error(`unknown benchmark "${n}": choose from ${Object.keys(BENCHES).join(', ')}`);
+      return 2;
+    }
+  }
+  const selected = names.length > 0 ? names : Object.keys(BENCHES);
+  const log = (l: string): void => console.log(l);
+  log('switchyard benchmarks');
+  for (const l of machineLines()) log(`  ${l}`);
+  if (!(globalThis as { gc?: unknown }).gc) log('  (no --expose-gc: heap figures are skipped)');
+  const reports: BenchReport[] = [];
+  const started = performance.now();
+  for (const name of selected) {
+    log('');
+    log(`-- ${name}`);
+    const t = performance.now();
+    reports.push(await BENCHES[name](log));
+    log(`   (${((performance.now() - t) / 1000).toFixed(0)} s)`);
+  }
+  log('');
+  for (const r of reports) {
+    for (const l of renderReport(r)) log(l);
+    log('');
+  }
+  log(`total ${((performance.now() - started) / 1000).toFixed(0)} s`);
+  return 0;
+}
+
+main().then((code) => { process.exitCode = code; }, (e: unknown) => {
+  console.error(e);
+  process.exitCode = 1;
+});
