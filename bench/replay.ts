@@ -54,7 +54,7 @@ export async function generate(log: EventLog, target: number, snapshotAt: number
   const fleet = makeFleet(rand, CAP_SETS);
   const tenants = makeTenants(50);
   const s = initialState(parsePolicy({}));
-  const projections = readModels();
+  const projections = readModels(log);
   const views = projections.map((p) => p.initial());
   const types: Record<string, number> = {};
   const running: { taskId: string; agentId: string; attempt: number }[] = [];
@@ -157,7 +157,7 @@ export async function runReplay(options: ReplayOptions = {}, log: (l: string) =>
     const cpu0 = process.cpuUsage();
     t = performance.now();
     const state = initialState();
-    const projections = readModels();
+    const projections = readModels(eventLog);
     const views = projections.map((p) => p.initial());
     let folded = 0;
     for await (const se of eventLog.read(STREAM, 0)) {
@@ -198,7 +198,7 @@ export async function runReplay(options: ReplayOptions = {}, log: (l: string) =>
     // (2b) The real thing: createDispatcherRuntime on the same file (writer lease, snapshot, tail, re-deliveries).
     const rtLog = getSqliteEventLog({ path });
     t = performance.now();
-    const rt = await createDispatcherRuntime({ log: rtLog, policy: parsePolicy({}), logger: pino({ level: 'silent' }), projections: readModels() });
+    const rt = await createDispatcherRuntime({ log: rtLog, policy: parsePolicy({}), logger: pino({ level: 'silent' }), projections: readModels(rtLog) });
     const restartMs = performance.now() - t;
     const rtVersion = rt.version;
     await rt.stop();

@@ -522,10 +522,10 @@ describeKafka('kafka event log', () => {
       it('stops a standby waiting for the lease when its log closes', async () => {
         const lease = await openLog().acquireWriter(stream, { wait: false });
         const standbyLog = openLog();
-        const standby = standbyLog.acquireWriter(stream, { wait: true });
+        const standby = expect(standbyLog.acquireWriter(stream, { wait: true })).rejects.toThrow(/closed while waiting to become the writer/);
         await pause(200);
         await standbyLog.close();
-        await expect(standby).rejects.toThrow(/closed while waiting to become the writer/);
+        await standby;
         await lease.release();
       });
     });

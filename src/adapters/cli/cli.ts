@@ -13,6 +13,7 @@ const COMMON = {
   host: { type: 'string', default: '127.0.0.1' },
   port: { type: 'string', default: '8080' },
   shard: { type: 'string', default: 'main' },
+  'topic-prefix': { type: 'string', default: 'switchyard' },
   help: { type: 'boolean', short: 'h' },
 } as const satisfies ParseArgsConfig['options'];
 
@@ -22,6 +23,7 @@ const COMMON_HELP = `Common flags:
   --kafka <brokers>  Kafka ingress and assignment topics beside another log
   --config <file>    policy file, .json or .yaml
   --shard <name>     dispatcher shard; the stream is dispatcher-<shard> (default main)
+  --topic-prefix <p> prefix of every Kafka topic, group and transactional id (default switchyard)
   --host <addr>      HTTP host (default 127.0.0.1)
   --port <n>         HTTP port (default 8080)`;
 
@@ -125,9 +127,10 @@ async function run(cmd: string, argv: string[]): Promise<number | undefined> {
       const target = parseLogTarget(v.log, v.data);
       // On a Kafka log the ingress and egress topics live on the same cluster unless --kafka says otherwise.
       const kafkaSpec = v.kafka ?? (target.kind === 'kafka' ? target.target : undefined);
-      let kafka: { brokers: string[] } | undefined;
-      try { kafka = kafkaSpec ? { brokers: parseBrokers(kafkaSpec) } : undefined; } catch (e) { throw new UsageError((e as Error).message); }
-      const log = await openLog(target);
+      let kafka: { brokers: string[]; prefix: string } | undefined;
+      const prefix = v['topic-prefix'];
+      try { kafka = kafkaSpec ? { brokers: parseBrokers(kafkaSpec), prefix } : undefined; } catch (e) { throw new UsageError((e as Error).message); }
+      const log = await openLog(target, { prefix });
       const server = await startServer({ log, policy, host: v.host, port: port(v.port), shard: v.shard, standby: !v['no-standby'], kafka });
       const stop = (signal: string) => {
         process.stderr.write(`switchyard: ${signal}, stopping\n`);
@@ -156,21 +159,21 @@ async function run(cmd: string, argv: string[]): Promise<number | undefined> {
         else if (!Number.isNaN(Date.parse(v.until))) until = { at: Date.parse(v.until) };
         else throw new UsageError(`--until must be an ISO-8601 time or a stream version, got "${v.until}"`);
       }
-      const log = await openLog(parseLogTarget(v.log, v.data), { readonly: true });
+      const log = await openLog(parseLogTarget(v.log, v.data), { readonly: true, prefix: v['topic-prefix'] });
       try { return await replayLog(log, `dispatcher-${v.shard}`, { until, json: v.json ?? false }); } finally { await log.close(); }
     }
     case 'explain': {
       const { values: v, positionals } = parse(cmd, argv, { json: { type: 'boolean' } });
       if (v.help) { process.stdout.write(`${HELP.explain}\n`); return 0; }
       if (positionals.length !== 1) throw new UsageError('explain needs exactly one task id');
-      const log = await openLog(parseLogTarget(v.log, v.data), { readonly: true });
+      const log = await openLog(parseLogTarget(v.log, v.data), { readonly: true, prefix: v['topic-prefix'] });
       try { return await explainTask(log, `dispatcher-${v.shard}`, positionals[0], v.json ?? false); } finally { await log.close(); }
     }
     case 'verify': {
       const { values: v, positionals } = parse(cmd, argv);
       if (v.help) { process.stdout.write(`${HELP.verify}\n`); return 0; }
       if (positionals.length > 0) throw new UsageError(`unexpected argument "${positionals[0]}"`);
-      const log = await openLog(parseLogTarget(v.log, v.data), { readonly: true });
+      const log = await openLog(parseLogTarget(v.log, v.data), { readonly: true, prefix: v['topic-prefix'] });
       try { return await verifyLog(log, `dispatcher-${v.shard}`); } finally { await log.close(); }
     }
     default:

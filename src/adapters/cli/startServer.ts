@@ -52,7 +52,7 @@ export async function startServer(o: ServerOptions): Promise<RunningServer> {
     logger,
     standby: o.standby,
     snapshotEvery: o.snapshotEvery,
-    projections: readModels(),
+    projections: readModels(o.log),
     egress: topics ? assignmentMessages(topics) : undefined,
     onOutbox: relay ? () => relay.wake() : undefined,
     onFatal: o.onFatal ?? ((err) => { logger.fatal({ err }, 'dispatcher stopped'); process.exit(1); }),

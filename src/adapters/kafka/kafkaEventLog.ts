@@ -34,7 +34,7 @@ export interface KafkaEventLogOptions {
   prefix?: string;
   /** kafkajs client id. Default `switchyard-<host>-<pid>`. */
   clientId?: string;
-  /** How long a subscription's fetch waits at the end of the log for new events, in ms. Default `500`. */
+  /** How long a subscription's fetch waits at the end of the log for new events, in ms. Default `300`. */
   pollWaitMs?: number;
   /** How often a subscription to a stream that has no topic yet looks for it, in ms. Default `200`. */
   topicPollMs?: number;
@@ -106,7 +106,7 @@ export function getKafkaEventLog(options: KafkaEventLogOptions): EventLog {
   const names = topicNames(options.prefix ?? DEFAULT_PREFIX);
   const clientId = options.clientId ?? `switchyard-${hostname()}-${process.pid}`;
   const kafka = createKafka(options.brokers, clientId);
-  const pollWaitMs = options.pollWaitMs ?? 500;
+  const pollWaitMs = options.pollWaitMs ?? 300;
   const topicPollMs = options.topicPollMs ?? 200;
   const pageSize = options.readPageSize ?? 5000;
   const fetchMaxBytes = options.fetchMaxBytes ?? 8 * MiB;
@@ -128,6 +128,8 @@ export function getKafkaEventLog(options: KafkaEventLogOptions): EventLog {
   const subscriptions = new Set<Subscription>();
   const leases = new Set<HeldLease>();
   const knownTopics = new Set<string>();
+  /** Clients being disconnected (election consumers given up or released, subscriptions closed): close() waits for them. */
+  const disconnecting = new Set<Promise<void>>();
   /** Per stream, the offset just past the last event this object committed: its reads must get there. */
   const ownEnd = new Map<string, number>();
 
@@ -307,12 +309,15 @@ export function getKafkaEventLog(options: KafkaEventLogOptions): EventLog {
     const end = follow ? Number.MAX_SAFE_INTEGER : await stableEnd(r, stream, topic);
     if (offset >= end && !follow) return;
     let idle = 0;
+    /** The next fetch, sent before the current page is handed out (reads, not subscriptions). */
+    let prefetched: Promise<FetchResult> | undefined;
     for (;;) {
       if (follow?.stopped()) return;
       let fetched: FetchResult;
       try {
-        fetched = await r.fetch(topic, offset, follow ? follow.waitMs : 0);
+        fetched = await (prefetched ?? r.fetch(topic, offset, follow ? follow.waitMs : 0));
       } catch (error) {
+        prefetched = undefined;
         if (error instanceof OffsetOutOfRange && anchor) {
           // A stale anchor (the topic was recreated): read from the start.
           forgetAnchors(stream);
@@ -343,6 +348,7 @@ export function getKafkaEventLog(options: KafkaEventLogOptions): EventLog {
         page.push({ version, position: offsetOf, event: parseValue(record, topic, version) });
         last = version;
       }
+      prefetched = undefined;
       if (restart) {
         forgetAnchors(stream);
         anchor = undefined;
@@ -351,16 +357,21 @@ export function getKafkaEventLog(options: KafkaEventLogOptions): EventLog {
         last = afterVersion;
         continue;
       }
-      if (page.length > 0) {
-        const tail = page[page.length - 1];
-        remember(stream, tail.version, tail.position);
-        for (let i = 0; i < page.length; i += pageSize) yield page.slice(i, i + pageSize);
-      }
       if (fetched.nextOffset > offset) {
         offset = fetched.nextOffset;
         idle = 0;
       } else if (!follow && ++idle > 20) {
         throw new KafkaLogError(`${topic}: no progress reading at offset ${offset} (last stable offset ${end})`, true);
+      }
+      if (!follow && offset < end) {
+        // The broker reads and sends the next batch while the caller works through this one.
+        prefetched = r.fetch(topic, offset, 0);
+        prefetched.catch(() => undefined);
+      }
+      if (page.length > 0) {
+        const tail = page[page.length - 1];
+        remember(stream, tail.version, tail.position);
+        for (let i = 0; i < page.length; i += pageSize) yield page.slice(i, i + pageSize);
       }
       if (!follow && offset >= end) return;
     }
@@ -565,10 +576,15 @@ export function getKafkaEventLog(options: KafkaEventLogOptions): EventLog {
       retry: { restartOnFailure: async () => phase === 'joining' },
     });
 
-    // Started at once (below, after the listeners are on); a disconnect waits for it, or a
-    // consumer given up while connecting would go on to join the group, with no one to stop it.
-    let starting: Promise<void> = Promise.resolve();
-    const disconnect = (): Promise<void> => starting.catch(() => undefined).then(() => consumer.disconnect()).catch(() => undefined);
+    // Connected at once (below, after the listeners are on). A disconnect waits for the connection:
+    // a consumer given up while connecting would otherwise go on to join the group, with no one to
+    // stop it. (One given up while joining is stopped by kafkajs: its join fails, it does not restart.)
+    let connecting: Promise<void> = Promise.resolve();
+    const disconnect = (): Promise<void> => {
+      const done = connecting.catch(() => undefined).then(() => consumer.disconnect()).catch(() => undefined);
+      disconnecting.add(done);
+      return done.finally(() => disconnecting.delete(done));
+    };
 
     return new Promise<WriterLease>((resolve, reject) => {
       let lease: HeldLease | undefined;
@@ -672,15 +688,16 @@ export function getKafkaEventLog(options: KafkaEventLogOptions): EventLog {
 
       const holdsPartition = (assignment: Record<string, number[]>): boolean => (assignment[topic] ?? []).includes(0);
 
-      starting = (async () => {
+      connecting = (async () => {
         await consumer.connect();
-        if (phase === 'done') return;
-        await consumer.subscribe({ topics: [topic] });
-        if (phase === 'done') return;
-        await consumer.run({ eachMessage: async () => undefined });
+        if (phase !== 'done') await consumer.subscribe({ topics: [topic] });
       })();
+      connecting
+        .then(async () => {
+          if (phase !== 'done') await consumer.run({ eachMessage: async () => undefined });
+        })
+        .catch((error: unknown) => abandon(translate(error, `cannot join consumer group ${topic}`)));
 
-      starting.catch((error: unknown) => abandon(translate(error, `cannot join consumer group ${topic}`)));
     });
   };
 
@@ -794,10 +811,13 @@ export function getKafkaEventLog(options: KafkaEventLogOptions): EventLog {
 
       const subscription: Subscription = {
         // Does not wait for an onEvents call in progress, so a handler may close its own
-        // subscription; no call starts after this.
+        // subscription; no call starts after this. Nor for the fetch waiting at the end of the
+        // log (up to pollWaitMs) to let its connection go: close() of the log waits for that.
         async close() {
           unregister();
-          await r.disconnect();
+          const done = r.disconnect();
+          disconnecting.add(done);
+          void done.finally(() => disconnecting.delete(done));
         },
       };
       subscriptions.add(subscription);
@@ -821,9 +841,15 @@ export function getKafkaEventLog(options: KafkaEventLogOptions): EventLog {
       }
       if (typeof snapshot.data !== 'string') throw new TypeError('snapshot data must be a string');
       await ensureSnapshotTopic();
-      const exact = anchors.get(stream)?.find((a) => a.version === snapshot.version);
+      // Where the log can be read from to replay after the snapshot: the offset of the event at
+      // the snapshot's version if this object knows it (a writer knows its last append's), else
+      // of the nearest event before it that it knows.
+      const anchor = anchorFor(stream, snapshot.version - 1);
       const headers: Record<string, string> = { version: String(snapshot.version) };
-      if (exact) headers.offset = String(exact.offset);
+      if (anchor) {
+        headers.offset = String(anchor.offset);
+        headers.offsetVersion = String(anchor.version);
+      }
       try {
         await (await snapshotProducer()).send({
           topic: names.snapshots,
@@ -863,8 +889,9 @@ export function getKafkaEventLog(options: KafkaEventLogOptions): EventLog {
         if (found) {
           const version = Number(header(found, 'version'));
           if (!Number.isSafeInteger(version)) throw new KafkaLogError(`${topic} offset ${found.offset}: snapshot of ${stream} has no valid version header`, false);
-          const offsetHeader = header(found, 'offset');
-          if (offsetHeader !== undefined && Number.isSafeInteger(Number(offsetHeader))) remember(stream, version, Number(offsetHeader));
+          const offset = Number(header(found, 'offset') ?? NaN);
+          const offsetVersion = Number(header(found, 'offsetVersion') ?? version);
+          if (Number.isSafeInteger(offset) && Number.isSafeInteger(offsetVersion)) remember(stream, offsetVersion, offset);
           return { version, data: found.value?.toString('utf8') ?? '' };
         }
         hi = lo;
@@ -889,6 +916,7 @@ export function getKafkaEventLog(options: KafkaEventLogOptions): EventLog {
         await lease.release();
       }));
       await Promise.all([...subscriptions].map((s) => s.close()));
+      await Promise.all([...disconnecting]);
       await Promise.all([...writers.values()].map((w) => w.mutex.run(() => dropProducer(w)).catch(() => undefined)));
       const disconnects: Promise<unknown>[] = [];
       if (snapshotProducerPromise) disconnects.push(snapshotProducerPromise.then((p) => p.disconnect()));
@@ -1149,13 +1177,16 @@ interface RawBroker {
   }): Promise<{ responses: { topic: string; partitions: { partition: number; offset: string }[] }[] }>;
 }
 
+interface RawMetadataBroker {
+  metadata(topics: string[]): Promise<{ topicMetadata: { topic: string; partitionMetadata: { partitionId: number; leader: number }[] }[] }>;
+}
+
 interface RawCluster {
   connect(): Promise<void>;
   disconnect(): Promise<void>;
   refreshMetadata(): Promise<void>;
-  addTargetTopic(topic: string): Promise<void>;
-  findLeaderForPartitions(topic: string, partitions: number[]): Record<string, number[]>;
   findBroker(args: { nodeId: string }): Promise<RawBroker>;
+  brokerPool: { findConnectedBroker(): Promise<RawMetadataBroker> };
 }
 
 type CreateCluster = (options: { allowAutoTopicCreation: boolean; isolationLevel: number; maxInFlightRequests?: number | null; metadataMaxAge?: number }) => RawCluster;
@@ -1184,7 +1215,8 @@ interface FetchResult {
 
 class PartitionReader {
   private readonly cluster: RawCluster;
-  private readonly topics = new Set<string>();
+  /** Leader node of partition 0, per topic (kafkajs's own metadata cache is for all target topics at once). */
+  private readonly leaders = new Map<string, string>();
 
   constructor(kafka: Kafka, private readonly maxBytes: number) {
     this.cluster = createCluster(kafka);
@@ -1202,20 +1234,22 @@ class PartitionReader {
   async leader(topic: string): Promise<RawBroker | undefined> {
     for (let attempt = 0; ; attempt++) {
       try {
-        if (!this.topics.has(topic)) {
-          await this.cluster.addTargetTopic(topic);
-          this.topics.add(topic);
+        let nodeId = this.leaders.get(topic);
+        if (nodeId === undefined) {
+          // Metadata of this one topic, so that "unknown topic" is about this topic only.
+          const broker = await this.cluster.brokerPool.findConnectedBroker();
+          const { topicMetadata } = await broker.metadata([topic]);
+          const leader = topicMetadata.find((t) => t.topic === topic)?.partitionMetadata.find((p) => p.partitionId === 0)?.leader;
+          if (leader === undefined || leader < 0) throw Object.assign(new Error(`no leader for ${topic}/0`), { retriable: true, type: 'LEADER_NOT_AVAILABLE' });
+          nodeId = String(leader);
+          this.leaders.set(topic, nodeId);
         }
-        const byNode = this.cluster.findLeaderForPartitions(topic, [0]);
-        const nodeId = Object.keys(byNode).find((id) => byNode[id].includes(0));
-        if (nodeId === undefined || Number(nodeId) < 0) throw Object.assign(new Error(`no leader for ${topic}/0`), { retriable: true, type: 'LEADER_NOT_AVAILABLE' });
         return await this.cluster.findBroker({ nodeId });
       } catch (error) {
-        const type = (error as KafkaishError).type;
-        if (type === 'UNKNOWN_TOPIC_OR_PARTITION') return undefined;
+        this.leaders.delete(topic);
+        if ((error as KafkaishError).type === 'UNKNOWN_TOPIC_OR_PARTITION') return undefined;
         if (attempt >= 20 || !isRetriable(error)) throw error;
         await new Promise((resolve) => setTimeout(resolve, Math.min(1000, 50 * 2 ** attempt)));
-        await this.cluster.refreshMetadata().catch(() => undefined);
       }
     }
   }
@@ -1231,6 +1265,7 @@ class PartitionReader {
         if (type === 'OFFSET_OUT_OF_RANGE' || (error as Error).name === 'KafkaJSOffsetOutOfRange') throw new OffsetOutOfRange((error as Error).message);
         if (attempt >= 10 || !isRetriable(error)) throw error;
         // Leadership moved, or the connection dropped: find the leader again.
+        this.leaders.delete(topic);
         await new Promise((resolve) => setTimeout(resolve, Math.min(1000, 50 * 2 ** attempt)));
         await this.cluster.refreshMetadata().catch(() => undefined);
       }

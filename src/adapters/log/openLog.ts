@@ -31,8 +31,19 @@ export async function openLog(t: LogTarget, options: { readonly?: boolean; prefi
       if (!options.readonly) mkdirSync(dirname(t.target), { recursive: true });
       return getSqliteEventLog({ path: t.target, readonly: options.readonly });
     case 'kafka':
-      return getKafkaEventLog({ brokers: parseBrokers(t.target), prefix: options.prefix });
+      return getKafkaEventLog({ brokers: parseBrokers(t.target), prefix: options.prefix, beforeCommit: crashHook() });
     case 'esdb':
       throw new Error('the esdb log backend is not built yet; use sqlite:<path> (the default) or kafka:<brokers>');
   }
+}
+
+/**
+ * Fault injection for crash tests: with SWITCHYARD_KILL_BEFORE_COMMIT=n the process kills itself
+ * (SIGKILL) inside its n-th append transaction, after the sends and before the commit.
+ */
+function crashHook(): (() => void) | undefined {
+  const n = Number(process.env.SWITCHYARD_KILL_BEFORE_COMMIT);
+  if (!Number.isSafeInteger(n) || n <= 0) return undefined;
+  let commits = 0;
+  return () => { if (++commits === n) process.kill(process.pid, 'SIGKILL'); };
 }
