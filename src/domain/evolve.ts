@@ -2,7 +2,7 @@ import type { DispatchEvent } from './events.js';
 import { NORMAL, LOW, levelOf } from './priority.js';
 import {
   countDispatch, enqueueReady, evictWindow, hold, markDead, newTask, refreshAgent, registerAgent, reqSetOf,
-  resortTenants, sawAgent, tenantOf, touchActive, unplace, TERMINAL,
+  resortTenants, retire, sawAgent, tenantOf, touchActive, unplace, unretire, TERMINAL,
   type AgentRec, type DispatcherState, type TaskRec, type TaskStatus,
 } from './state.js';
 
@@ -19,7 +19,7 @@ export function evolve(s: DispatcherState, e: DispatchEvent): DispatcherState {
   switch (e.type) {
     case 'TaskSubmitted': {
       const prev = s.tasks.get(e.task.id);
-      if (prev) s.tasks.delete(prev.id); // a rejected or shed submission being tried again
+      if (prev) { unretire(s, prev); s.tasks.delete(prev.id); } // a rejected or shed submission being tried again
       reqSetOf(s, e.task.requires.join('\u0000'), e.task.requires);
       const t = newTask(s, e.task, e.priority, e.at);
       s.tasks.set(t.id, t);
@@ -40,11 +40,14 @@ export function evolve(s: DispatcherState, e: DispatchEvent): DispatcherState {
     case 'TaskShed': {
       if (e.type === 'TaskRejected' || e.task) {
         const spec = e.type === 'TaskRejected' ? e.task : e.task!;
-        if (s.tasks.get(spec.id)?.admitted) return s; // never replaces an accepted task
+        const prev = s.tasks.get(spec.id);
+        if (prev?.admitted) return s; // never replaces an accepted task
+        if (prev) unretire(s, prev);
         const t = newTask(s, spec, spec.priority ?? 'normal', e.at);
         t.status = e.type === 'TaskRejected' ? 'rejected' : 'shed';
         t.admitted = false;
         s.tasks.set(t.id, t);
+        retire(s, t);
         return s;
       }
       finish(s, task(s, e.taskId), 'shed');
@@ -223,5 +226,6 @@ function finish(s: DispatcherState, t: TaskRec, status: TaskStatus, at = t.assig
   }
   t.status = status;
   t.wait = null;
+  retire(s, t);
 }
 

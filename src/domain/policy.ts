@@ -62,6 +62,14 @@ export const PolicySchema = z.strictObject({
     /** Waiting tasks at which a new critical task sheds the newest queued low task. Default 2 × highWatermark. */
     hardCap: z.number().int().positive().optional(),
   }).prefault({}),
+  retention: z.strictObject({
+    /**
+     * Finished tasks (succeeded, failed, cancelled, shed, rejected, dead-lettered) the dispatcher
+     * keeps in memory, most recent first. Older ones are forgotten by the dispatcher (the log keeps
+     * them): their ids may be submitted again and a dependency on them is unknown. Default 100000.
+     */
+    finishedTasks: z.number().int().min(1).default(100_000),
+  }).prefault({}),
   /** Priority for tasks that carry none, by the first rule whose every field matches. Default: normal. */
   priorityRules: z.array(PriorityRuleSchema).default([]),
 });

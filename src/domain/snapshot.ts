@@ -2,7 +2,7 @@ import { parsePolicy } from './policy.js';
 import type { TaskSpec } from './events.js';
 import {
   countDispatch, enqueueReady, hold, initialState, markDead, newTask, refreshAgent, registerAgent, reqSetOf,
-  tenantOf, touchActive, type AgentRec, type DispatcherState, type TaskRec, type TaskStatus, type WaitPlace,
+  tenantOf, touchActive, TERMINAL, type AgentRec, type DispatcherState, type TaskRec, type TaskStatus, type WaitPlace,
 } from './state.js';
 import { priorityAt } from './priority.js';
 
@@ -35,6 +35,8 @@ export interface StateSnapshot {
    * Absent in older snapshots (then recomputed).
    */
   activeWeight?: number;
+  /** Ids of the finished tasks still kept, in the order they finished (retention evicts the first). */
+  finished?: string[];
 }
 
 export function toSnapshot(s: DispatcherState): StateSnapshot {
@@ -63,6 +65,7 @@ export function toSnapshot(s: DispatcherState): StateSnapshot {
     sessions: [...s.sessions.entries()],
     window,
     activeWeight: s.activeWeight,
+    finished: s.finishedQ.slice(s.finishedHead).filter((t) => s.tasks.get(t.id) === t).map((t) => t.id),
   };
 }
 
@@ -109,5 +112,9 @@ export function fromSnapshot(snap: StateSnapshot): DispatcherState {
   for (const [t, agentId, until] of holds) hold(s, t, s.agents.get(agentId) as AgentRec, until);
   for (const [ref, agentId] of snap.sessions) s.sessions.set(ref, agentId);
   if (snap.activeWeight !== undefined) s.activeWeight = snap.activeWeight;
+  // Snapshots before retention listed no order: their finished tasks retire in map order.
+  const finished = snap.finished ?? snap.tasks.filter((x) => TERMINAL.has(x.status)).map((x) => x.spec.id);
+  for (const id of finished) s.finishedQ.push(s.tasks.get(id) as TaskRec);
+  s.finishedLive = s.finishedQ.length;
   return s;
 }

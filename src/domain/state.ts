@@ -146,6 +146,11 @@ export interface DispatcherState {
   readonly newestLow: IndexedHeap<TaskRec>;
   /** Alive agents by last sign of life. */
   readonly seen: IndexedHeap<AgentRec>;
+  /** Finished tasks in the order they finished, oldest first from `finishedHead` (may hold replaced records). */
+  readonly finishedQ: TaskRec[];
+  finishedHead: number;
+  /** Finished tasks still in `tasks`: what `retention.finishedTasks` bounds. */
+  finishedLive: number;
 }
 
 const bySeq = (a: TaskRec, b: TaskRec) => a.seq < b.seq;
@@ -209,7 +214,34 @@ export function initialState(policy: Policy = DEFAULT_POLICY): DispatcherState {
     holds: new IndexedHeap<TaskRec>((a, b) => a.holdUntil < b.holdUntil || (a.holdUntil === b.holdUntil && a.seq < b.seq), (t) => t.holdPos, (t, p) => { t.holdPos = p; }),
     newestLow: new IndexedHeap<TaskRec>((a, b) => a.seq > b.seq, (t) => t.lowPos, (t, p) => { t.lowPos = p; }),
     seen: new IndexedHeap<AgentRec>((a, b) => a.lastSeenAt < b.lastSeenAt || (a.lastSeenAt === b.lastSeenAt && a.id < b.id), (a) => a.seenPos, (a, p) => { a.seenPos = p; }),
+    finishedQ: [],
+    finishedHead: 0,
+    finishedLive: 0,
   };
+}
+
+/**
+ * A task has finished: remember it, and forget the oldest finished tasks beyond
+ * `retention.finishedTasks`, so memory and snapshots grow with live work, not with history.
+ */
+export function retire(s: DispatcherState, t: TaskRec): void {
+  s.finishedQ.push(t);
+  s.finishedLive++;
+  const limit = s.policy.retention.finishedTasks;
+  while (s.finishedLive > limit && s.finishedHead < s.finishedQ.length) {
+    const old = s.finishedQ[s.finishedHead++];
+    // A record replaced by a new submission of its id was already uncounted.
+    if (s.tasks.get(old.id) === old) { s.tasks.delete(old.id); s.finishedLive--; }
+  }
+  if (s.finishedHead > 4096 && s.finishedHead * 2 > s.finishedQ.length) {
+    s.finishedQ.splice(0, s.finishedHead);
+    s.finishedHead = 0;
+  }
+}
+
+/** A finished record is being replaced (its id submitted again): it no longer counts. */
+export function unretire(s: DispatcherState, t: TaskRec): void {
+  if (TERMINAL.has(t.status)) s.finishedLive--;
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -49,7 +49,11 @@ export function dashboardOf(rt: DispatcherRuntime): Dashboard {
 /** `GET /v1/tasks/:id`: the dispatcher's status of the task, with its history from the log. */
 export async function taskDetails(rt: DispatcherRuntime, log: EventLog, id: string) {
   const rec = rt.state.tasks.get(id);
-  if (!rec) return undefined;
+  if (!rec) {
+    // Finished long ago and forgotten by the dispatcher (retention): the log still knows it.
+    if (!log.readTask) return undefined;
+    return taskView(id, (await log.readTask(rt.stream, id)).map((se) => se.event));
+  }
   let events = log.readTask
     ? (await log.readTask(rt.stream, id)).map((se) => se.event)
     : [...(rt.view<Histories>('recent-histories').get(id) ?? [])];

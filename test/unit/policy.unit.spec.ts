@@ -33,6 +33,7 @@ describe('parsePolicy', () => {
       fairness: { windowMs: 3_600_000, deferFactor: 1.5, minSamples: 20, weights: {} },
       quotas: {},
       shedding: { highWatermark: 100_000 },
+      retention: { finishedTasks: 100_000 },
       priorityRules: [],
     });
   });

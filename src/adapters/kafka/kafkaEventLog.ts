@@ -330,10 +330,12 @@ export function getKafkaEventLog(options: KafkaEventLogOptions): EventLog {
       }
       const page: StoredEvent[] = [];
       let restart = false;
+      let seen: Anchor | undefined;
       for (const record of fetched.records) {
         const offsetOf = Number(record.offset);
         if (offsetOf >= end) break;
         const version = versionOf(record, topic);
+        seen = { version, offset: offsetOf };
         if (expect !== undefined) {
           if (version !== expect) {
             restart = true;
@@ -368,11 +370,9 @@ export function getKafkaEventLog(options: KafkaEventLogOptions): EventLog {
         prefetched = r.fetch(topic, offset, 0);
         prefetched.catch(() => undefined);
       }
-      if (page.length > 0) {
-        const tail = page[page.length - 1];
-        remember(stream, tail.version, tail.position);
-        for (let i = 0; i < page.length; i += pageSize) yield page.slice(i, i + pageSize);
-      }
+      // Remembered even when skipped: a snapshot saved at a version read past can point here.
+      if (seen) remember(stream, seen.version, seen.offset);
+      for (let i = 0; i < page.length; i += pageSize) yield page.slice(i, i + pageSize);
       if (!follow && offset >= end) return;
     }
   }
@@ -652,9 +652,12 @@ export function getKafkaEventLog(options: KafkaEventLogOptions): EventLog {
           writerOf(stream).fenced ??= reason;
         });
         leases.add(lease);
+        // Without a heartbeat or a join for longer than a session plus a rebalance (a join may
+        // wait that long for slow members), the coordinator has expired this member: the stream
+        // is, or is about to be, another instance's. kafkajs itself may take far longer to give up.
         watchdog = setInterval(() => {
           const silent = Date.now() - lastContact;
-          if (silent > sessionTimeout) {
+          if (silent > sessionTimeout + rebalanceTimeout) {
             lost(new Error(`no heartbeat from the ${topic} group coordinator for ${silent} ms: the session has expired and another instance may be the writer`));
           }
         }, Math.max(250, Math.min(1000, heartbeatInterval)));
@@ -663,6 +666,8 @@ export function getKafkaEventLog(options: KafkaEventLogOptions): EventLog {
       };
 
       removers.push(consumer.on(consumer.events.HEARTBEAT, () => { lastContact = Date.now(); }));
+      // Another member joined or left: this one is about to rejoin, which may take a while.
+      removers.push(consumer.on(consumer.events.REBALANCING, () => { lastContact = Date.now(); }));
       removers.push(consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
         lastContact = Date.now();
         const assigned = holdsPartition(payload.memberAssignment);
