@@ -28,7 +28,18 @@ export function decide(cmd: Command, s: DispatcherState): DispatchEvent[] {
 
 /** Normalise a submission's names so equal requirement sets share one queue. */
 export function normalizeSpec(spec: TaskSpec): TaskSpec {
+  if (isNormal(spec.requires, true) && isNormal(spec.dependsOn, false)) return spec;
   return { ...spec, requires: normalizeNames(spec.requires), dependsOn: [...new Set(spec.dependsOn)] };
+}
+
+/** Already free of duplicates (and sorted, when asked): most submissions are, so no copy. */
+function isNormal(xs: readonly string[], sorted: boolean): boolean {
+  if (xs.length <= 1) return true;
+  if (sorted) {
+    for (let i = 1; i < xs.length; i++) if (!(xs[i - 1] < xs[i])) return false;
+    return true;
+  }
+  return new Set(xs).size === xs.length;
 }
 
 function submit(cmd: CommandOf<'SubmitTask'>, s: DispatcherState): DispatchEvent[] {

@@ -59,16 +59,28 @@ function fairness(s: DispatcherState, t: TenantRec): { share: number; target: nu
   const total = windowSize(s);
   const share = total === 0 ? 0 : t.window / total;
   const target = s.activeWeight === 0 ? 1 : t.weight / s.activeWeight;
-  const f = s.policy.fairness;
-  const over = s.activeTenants > 1 && total >= f.minSamples && share > f.deferFactor * target;
-  return { share, target, over };
+  return { share, target, over: isOver(s, t) };
 }
 
-/** The oldest servable ready task of a tenant at a level: one whose requirement set has a free agent. */
-function headOf(s: DispatcherState, t: TenantRec, level: number): TaskRec | undefined {
+/** Above deferFactor × its fair target (with enough dispatches in the window to tell). */
+function isOver(s: DispatcherState, t: TenantRec): boolean {
+  const total = windowSize(s);
+  const f = s.policy.fairness;
+  if (s.activeTenants <= 1 || total < f.minSamples || total === 0) return false;
+  const target = s.activeWeight === 0 ? 1 : t.weight / s.activeWeight;
+  return t.window / total > f.deferFactor * target;
+}
+
+/**
+ * The oldest ready task of a tenant at a level among the servable requirement sets (those with
+ * a free capable agent): one map lookup per servable set, not a walk over all the tenant's queues.
+ */
+function headOf(t: TenantRec, level: number, servable: readonly ReqSet[]): TaskRec | undefined {
   let best: TaskRec | undefined;
-  for (const [key, q] of t.queues[level]) {
-    if ((s.reqSets.get(key) as ReqSet).freeGroups === 0) continue;
+  const queues = t.queues[level];
+  for (let i = 0; i < servable.length; i++) {
+    const q = queues.get(servable[i].key);
+    if (q === undefined) continue;
     const head = q.peek() as TaskRec;
     if (!best || (level === CRITICAL ? criticalBefore(head, best) : head.seq < best.seq)) best = head;
   }
@@ -85,6 +97,10 @@ function dispatch(s: DispatcherState, now: number): DispatchEvent[] | undefined 
   if (s.freeAgents === 0) return undefined;
   const affine = affinityDispatch(s, now);
   if (affine) return affine;
+  // Requirement sets with both ready work and a free capable agent; none → nothing to dispatch.
+  let servable: ReqSet[] | undefined;
+  for (const rs of s.reqSets.values()) if (rs.freeGroups > 0 && rs.ready > 0) (servable ??= []).push(rs);
+  if (servable === undefined) return undefined;
   // First pass: tenants over their fair share wait while anyone else has work a free agent can take.
   // Every tenant passed over gets its deferral recorded before anyone is served instead.
   const skipped: { task: TaskRec; tenant: TenantRec }[] = [];
@@ -92,14 +108,14 @@ function dispatch(s: DispatcherState, now: number): DispatchEvent[] | undefined 
     if (s.readyAt[level] === 0) continue;
     for (const tenant of s.tenantOrder) {
       if (tenant.readyAt[level] === 0) continue;
-      const head = headOf(s, tenant, level);
+      const head = headOf(tenant, level, servable);
       if (!head) continue;
       const quota = s.policy.quotas[tenant.name]?.maxConcurrent;
       if (quota !== undefined && tenant.running >= quota) {
         if (!head.deferred) return [deferred(s, head, tenant, now, { rule: 'quota', running: tenant.running, maxConcurrent: quota })];
         continue;
       }
-      if (level !== CRITICAL && fairness(s, tenant).over) {
+      if (level !== CRITICAL && isOver(s, tenant)) {
         skipped.push({ task: head, tenant });
         continue;
       }
@@ -186,21 +202,19 @@ function fastest(rs: ReqSet): AgentRec {
 function assigned(s: DispatcherState, t: TaskRec, a: AgentRec, tenant: TenantRec, now: number, why: Why): DispatchEvent {
   const rs = s.reqSets.get(t.reqKey) as ReqSet;
   let candidates = 0;
-  let busy = 0;
   let capable = 0;
   for (const g of rs.groups) { candidates += g.free.size; capable += g.alive; }
-  busy = capable - candidates;
-  const f = fairness(s, tenant);
+  const total = windowSize(s);
   return {
     type: 'TaskAssigned', v: 1, at: now, taskId: t.id, agentId: a.id, attempt: t.attempt, tenant: t.tenant,
     priority: priorityAt(t.level),
     why: {
       ...why,
       candidates,
-      excluded: { busy, incapable: s.seen.size - capable },
+      excluded: { busy: capable - candidates, incapable: s.seen.size - capable },
       waitedMs: now - t.queuedAt,
-      tenantShare: round(f.share),
-      tenantTarget: round(f.target),
+      tenantShare: round(total === 0 ? 0 : tenant.window / total),
+      tenantTarget: round(s.activeWeight === 0 ? 1 : tenant.weight / s.activeWeight),
       ...(t.level < t.base ? { raisedFrom: priorityAt(t.base) } : {}),
     },
   };

@@ -34,6 +34,11 @@ export interface KafkaEventLogOptions {
   prefix?: string;
   /** kafkajs client id. Default `switchyard-<host>-<pid>`. */
   clientId?: string;
+  /**
+   * Read and follow only, beside a running writer (`replay`, `verify`): `append`, `saveSnapshot`
+   * and `acquireWriter` throw. Reads never fence the writer; a first append would. Default `false`.
+   */
+  readonly?: boolean;
   /** How long a subscription's fetch waits at the end of the log for new events, in ms. Default `300`. */
   pollWaitMs?: number;
   /** How often a subscription to a stream that has no topic yet looks for it, in ms. Default `200`. */
@@ -93,11 +98,22 @@ const MAX_ANCHORS = 32;
  * Writes: one Kafka transaction per append, through a transactional producer whose
  * transactional.id is fixed per stream, so the newest writer's initTransactions fences every
  * older one (and completes their open transaction). The events, the outbox messages and the input
- * offsets of an append commit together or not at all. A fenced writer stays fenced (its appends
- * throw {@link ConcurrencyError}) until it becomes the writer again through `acquireWriter`.
+ * offsets of an append commit together or not at all. The version check needs no read: once this
+ * object's producer is initialised and has read the tail, no one else can commit without fencing
+ * it. A fenced writer stays fenced (its appends throw {@link ConcurrencyError}, even at the right
+ * version, so that it cannot fence the new writer back) until `acquireWriter` makes it the writer
+ * again; so does one whose lease was lost. An append resolves once its commit markers are written,
+ * so every read_committed reader (another process too) sees what it wrote.
  *
  * Reads: read_committed fetches straight from the partition leader (no consumer group), up to the
- * last stable offset; aborted transactions and transaction markers are skipped.
+ * last stable offset as of the start of the read; aborted transactions and transaction markers
+ * are skipped. A read starts at the offset of a known version when it can (from this object's
+ * appends and reads, or from the offset a snapshot records), so a restart reads the events after
+ * the snapshot, not the whole history.
+ *
+ * Snapshots: the compacted topic `<prefix>.snapshots`, keyed by stream; value: the snapshot data
+ * (gzipped); headers `version`, and `offset` + `offsetVersion` (where the log can be read from to
+ * replay after it).
  *
  * Writer election: a consumer group per stream over a one-partition topic; the member holding the
  * partition is the writer (see {@link KafkaEventLogOptions.sessionTimeoutMs}).
@@ -135,6 +151,9 @@ export function getKafkaEventLog(options: KafkaEventLogOptions): EventLog {
 
   const assertOpen = (): void => {
     if (closed) throw new Error(`${where} is closed`);
+  };
+  const assertWritable = (what: string): void => {
+    if (options.readonly) throw new Error(`${where} is open read-only: cannot ${what}`);
   };
 
   // --- clients, made on first use ------------------------------------------------------------
@@ -731,6 +750,7 @@ export function getKafkaEventLog(options: KafkaEventLogOptions): EventLog {
 
     async append(stream, events, expectedVersion, extras) {
       assertOpen();
+      assertWritable('append');
       checkStream(stream);
       if (!Number.isSafeInteger(expectedVersion) || expectedVersion < 0) {
         throw new RangeError(`expectedVersion must be a non-negative integer, got ${expectedVersion}`);
@@ -840,6 +860,7 @@ export function getKafkaEventLog(options: KafkaEventLogOptions): EventLog {
 
     async saveSnapshot(stream, snapshot) {
       assertOpen();
+      assertWritable('save a snapshot');
       checkStream(stream);
       if (!Number.isSafeInteger(snapshot.version) || snapshot.version < 0) {
         throw new RangeError(`snapshot version must be a non-negative integer, got ${snapshot.version}`);
@@ -907,6 +928,7 @@ export function getKafkaEventLog(options: KafkaEventLogOptions): EventLog {
 
     async acquireWriter(stream, { wait, signal }) {
       assertOpen();
+      assertWritable('become the writer');
       checkStream(stream);
       return acquireWriter(stream, wait, signal);
     },
