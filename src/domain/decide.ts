@@ -64,6 +64,7 @@ function submit(cmd: CommandOf<'SubmitTask'>, s: DispatcherState): DispatchEvent
 
   const hw = p.shedding.highWatermark;
   const threshold = level === LOW ? hw : level === NORMAL ? hw * 1.25 : level === HIGH ? hw * 1.5 : Infinity;
+  // Shed when admitting it would take the waiting count above the threshold.
   if (s.waiting >= threshold) {
     return [{
       type: 'TaskShed', v: 1, at, taskId: spec.id, tenant: spec.tenant, priority, task: spec,

@@ -124,7 +124,7 @@ export function evolve(s: DispatcherState, e: DispatchEvent): DispatcherState {
       t.agentId = a.id;
       t.attempt = e.attempt;
       t.assignedAt = e.at;
-      t.deferred = false;
+      t.deferred = undefined;
       a.running.add(t.id);
       refreshAgent(s, a);
       if (t.spec.sessionRef !== undefined) s.sessions.set(t.spec.sessionRef, a.id);
@@ -137,7 +137,7 @@ export function evolve(s: DispatcherState, e: DispatchEvent): DispatcherState {
         unplace(s, t);
         hold(s, t, s.agents.get(e.agentId as string) as AgentRec, e.until);
       } else {
-        t.deferred = true;
+        t.deferred = e.why.rule === 'quota' ? 'quota' : 'fairness';
       }
       return s;
     }

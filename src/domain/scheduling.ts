@@ -112,14 +112,14 @@ function dispatch(s: DispatcherState, now: number): DispatchEvent[] | undefined 
       if (!head) continue;
       const quota = s.policy.quotas[tenant.name]?.maxConcurrent;
       if (quota !== undefined && tenant.running >= quota) {
-        if (!head.deferred) return [deferred(s, head, tenant, now, { rule: 'quota', running: tenant.running, maxConcurrent: quota })];
+        if (head.deferred !== 'quota') return [deferred(s, head, tenant, now, { rule: 'quota', running: tenant.running, maxConcurrent: quota })];
         continue;
       }
       if (level !== CRITICAL && isOver(s, tenant)) {
         skipped.push({ task: head, tenant });
         continue;
       }
-      const pending = skipped.find((x) => !x.task.deferred);
+      const pending = skipped.find((x) => x.task.deferred !== 'fairness');
       if (pending) {
         const f = fairness(s, pending.tenant);
         return [deferred(s, pending.task, pending.tenant, now, {
@@ -143,6 +143,9 @@ function affinityDispatch(s: DispatcherState, now: number): DispatchEvent[] | un
   let best: { a: AgentRec; t: TaskRec } | undefined;
   for (const a of s.readyWaiters) {
     const t = (a.waiters as NonNullable<AgentRec['waiters']>).peek() as TaskRec;
+    // A tenant at its maxConcurrent waits, held or not: the hold keeps its place for the owner.
+    const quota = s.policy.quotas[t.tenant]?.maxConcurrent;
+    if (quota !== undefined && (s.tenants.get(t.tenant) as TenantRec).running >= quota) continue;
     if (!best || t.level < best.t.level || (t.level === best.t.level && t.seq < best.t.seq)) best = { a, t };
   }
   if (!best) return undefined;

@@ -9,7 +9,8 @@ import { priorityAt } from './priority.js';
 interface TaskSnap {
   spec: TaskSpec; seq: number; level: number; status: TaskStatus; wait: WaitPlace; attempt: number;
   agentId?: string; submittedAt: number; queuedAt: number; assignedAt: number; ageAt: number; escalated: boolean;
-  deferred: boolean; fallback: boolean; pendingDeps: number; dependents?: string[]; retryAt: number;
+  /** The deferral rule; `true` in snapshots before deferrals named their rule. */
+  deferred?: 'fairness' | 'quota' | boolean; fallback: boolean; pendingDeps: number; dependents?: string[]; retryAt: number;
   holdAgent?: string; holdUntil: number | null; admitted: boolean; doneBy?: string; base: number;
 }
 
@@ -87,7 +88,7 @@ export function fromSnapshot(snap: StateSnapshot): DispatcherState {
     const t = newTask(s, x.spec, priorityAt(x.base), x.submittedAt);
     Object.assign(t, {
       seq: x.seq, level: x.level, status: x.status, attempt: x.attempt, agentId: x.agentId, queuedAt: x.queuedAt,
-      assignedAt: x.assignedAt, ageAt: x.ageAt, escalated: x.escalated, deferred: x.deferred, fallback: x.fallback,
+      assignedAt: x.assignedAt, ageAt: x.ageAt, escalated: x.escalated, deferred: x.deferred === true ? 'fairness' : x.deferred || undefined, fallback: x.fallback,
       pendingDeps: x.pendingDeps, dependents: x.dependents, retryAt: x.retryAt, admitted: x.admitted, doneBy: x.doneBy,
     });
     s.tasks.set(t.id, t);

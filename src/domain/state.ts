@@ -35,8 +35,8 @@ export interface TaskRec {
   ageAt: number;
   /** Escalated because its deadline is at risk. */
   escalated: boolean;
-  /** A TaskDeferred (fairness or quota) was recorded since its last assignment. */
-  deferred: boolean;
+  /** The rule of the TaskDeferred (fairness or quota) recorded since its last assignment, if any. */
+  deferred: 'fairness' | 'quota' | undefined;
   /** Its affinity wait ended: it may go to any capable agent. */
   fallback: boolean;
   pendingDeps: number;
@@ -509,7 +509,7 @@ export function newTask(s: DispatcherState, spec: TaskSpec, priority: Priority, 
   return {
     spec, id: spec.id, tenant: spec.tenant, seq: ++s.seq, reqKey: reqKeyOf(spec.requires), base: level, level,
     status: 'queued', wait: null, attempt: 1, agentId: undefined, submittedAt: at, queuedAt: at, assignedAt: 0,
-    ageAt: at + s.policy.aging.stepMs, escalated: false, deferred: false, fallback: false, pendingDeps: 0,
+    ageAt: at + s.policy.aging.stepMs, escalated: false, deferred: undefined, fallback: false, pendingDeps: 0,
     dependents: undefined, retryAt: 0, holdAgent: undefined, holdUntil: 0, admitted: true, doneBy: undefined,
     qPos: -1, agePos: -1, dlPos: -1, retryPos: -1, holdPos: -1, lowPos: -1, waiterPos: -1,
   };

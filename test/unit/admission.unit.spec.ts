@@ -44,7 +44,7 @@ describe('quotas', () => {
   });
 
   // Open bug: the affinity waiter is handed to its owner without the quota check (scheduling.ts affinityDispatch).
-  it.fails('does not let a task held for its session owner exceed maxConcurrent', () => {
+  it('does not let a task held for its session owner exceed maxConcurrent', () => {
     const d = dispatcher({ ...policy, affinity: { maxWaitMs: 1000 } }).given(
       at(0).ready('a1', []),
       at(0).ready('a2', []),

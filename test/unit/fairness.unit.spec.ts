@@ -141,7 +141,7 @@ describe('fairness', () => {
 
   // Open bug: TaskRec.deferred is one flag for quota and fairness, so a task once deferred for quota is
   // later passed over for fairness with no TaskDeferred recorded (scheduling.ts dispatch, `!x.task.deferred`).
-  it.fails('records a fairness deferral for a task that was earlier deferred for quota', () => {
+  it('records a fairness deferral for a task that was earlier deferred for quota', () => {
     const d = dispatcher({ ...base, fairness: { minSamples: 3, deferFactor: 1.5 }, quotas: { hog: { maxConcurrent: 1 } } }).given(
       at(0).ready('a', [], 2),
       at(0).submit(task('hog1', { tenant: 'hog' })),

@@ -149,13 +149,10 @@ export class Model {
         check(t.requires.every((r) => agent.caps.has(r)), `assigned ${t.id} requiring [${t.requires}] to ${agent.id} with [${[...agent.caps]}]`, e);
         check(e.attempt === t.attempt, `assigned ${t.id} with attempt ${e.attempt}, expected ${t.attempt}`, e);
         check(e.tenant === t.tenant && e.priority === PRIORITIES[t.level], `assigned ${t.id} with wrong tenant or priority`, e);
-        // Held tasks are exempt from the quota check: a known open bug (admission.unit.spec.ts, it.fails
-        // "does not let a task held for its session owner exceed maxConcurrent").
-        if (t.place === 'ready') {
-          const quota = this.policy.quotas[t.tenant]?.maxConcurrent;
-          check(quota === undefined || this.tenantRunning(t.tenant) < quota, `assigned ${t.id} beyond tenant ${t.tenant}'s maxConcurrent ${quota}`, e);
-          this.checkStrictPriority(t, agent, e);
-        }
+        // Held tasks are bound by the quota too; strict priority does not apply to them (their hold is recorded).
+        const quota = this.policy.quotas[t.tenant]?.maxConcurrent;
+        check(quota === undefined || this.tenantRunning(t.tenant) < quota, `assigned ${t.id} beyond tenant ${t.tenant}'s maxConcurrent ${quota}`, e);
+        if (t.place === 'ready') this.checkStrictPriority(t, agent, e);
         t.status = 'assigned';
         t.place = null;
         t.holdAgent = undefined;
