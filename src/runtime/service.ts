@@ -93,8 +93,13 @@ export function createDispatchService(rt: DispatcherRuntime) {
 
     /** Long-poll: resolves with deliveries as soon as there are any, or [] after waitMs. Counts as a sign of life. */
     async poll(agentId: string, waitMs: number, signal?: AbortSignal): Promise<Delivery[]> {
-      if (!rt.state.agents.has(agentId)) throw new DispatchError('not-found', `unknown agent ${agentId}: register it with ready first`);
-      await rt.execute({ type: 'RecordHeartbeat', agentId }, () => undefined).catch(() => undefined);
+      const a = rt.state.agents.get(agentId);
+      if (!a) throw new DispatchError('not-found', `unknown agent ${agentId}: register it with ready first`);
+      // A poll is a sign of life. The domain records one only every agentTimeoutMs/4, so while the
+      // last one is fresher than that, the poll need not queue behind the writer to say so.
+      if (!a.alive || rt.now() - a.lastSeenAt >= rt.state.policy.health.agentTimeoutMs / 4) {
+        await rt.execute({ type: 'RecordHeartbeat', agentId }, () => undefined).catch(() => undefined);
+      }
       return rt.poll(agentId, waitMs, signal);
     },
 
