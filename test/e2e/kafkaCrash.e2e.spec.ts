@@ -103,7 +103,7 @@ describeKafka('the dispatcher on a Kafka log, killed with SIGKILL', () => {
       };
       await produce(60);
       await first.exited;
-      expect(first.proc.signalCode).toBe('SIGKILL');
+      expect(first.proc.signalCode, first.output()).toBe('SIGKILL');
       // 2: killed from outside while under load.
       const second = serve(prefix, port);
       const more = produce(90);

@@ -106,6 +106,8 @@ export function createKafka(brokers: string[], clientId: string): Kafka {
     logCreator: verbose ? forwardAll : forwardRealErrors,
     // Transaction coordinator hand-overs (CONCURRENT_TRANSACTIONS) clear in tens of ms: retry soon.
     retry: { initialRetryTime: 100, retries: 8 },
+    // A loaded machine (or broker) answers a connect slower than kafkajs's 1 s default.
+    connectionTimeout: 5000,
   });
 }
 

@@ -3,6 +3,7 @@ import { dirname, join, resolve } from 'node:path';
 import type { EventLog } from '../../runtime/eventLog.js';
 import { getSqliteEventLog } from './sqliteEventLog.js';
 import { getKafkaEventLog } from '../kafka/kafkaEventLog.js';
+import { getEsdbEventLog } from '../esdb/esdbEventLog.js';
 
 /** Where the durable log lives: `sqlite:<path>`, `kafka:<brokers>` or `esdb:<url>`. */
 export interface LogTarget { kind: 'sqlite' | 'kafka' | 'esdb'; target: string }
@@ -31,9 +32,9 @@ export async function openLog(t: LogTarget, options: { readonly?: boolean; prefi
       if (!options.readonly) mkdirSync(dirname(t.target), { recursive: true });
       return getSqliteEventLog({ path: t.target, readonly: options.readonly });
     case 'kafka':
-      return getKafkaEventLog({ brokers: parseBrokers(t.target), prefix: options.prefix, beforeCommit: crashHook() });
+      return getKafkaEventLog({ brokers: parseBrokers(t.target), prefix: options.prefix, readonly: options.readonly, beforeCommit: crashHook() });
     case 'esdb':
-      throw new Error('the esdb log backend is not built yet; use sqlite:<path> (the default) or kafka:<brokers>');
+      return getEsdbEventLog({ connectionString: t.target, readonly: options.readonly });
   }
 }
 
