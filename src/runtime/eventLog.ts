@@ -125,3 +125,15 @@ export class WriterBusyError extends Error {
     super(`another dispatcher is the writer of ${stream} (${detail})`);
   }
 }
+
+/** Argument checks every adapter's `append` makes before touching its store. */
+export function checkAppendArgs(stream: string, expectedVersion: number): void {
+  checkStream(stream);
+  if (!Number.isSafeInteger(expectedVersion) || expectedVersion < 0) {
+    throw new RangeError(`expectedVersion must be a non-negative integer, got ${expectedVersion}`);
+  }
+}
+
+export function checkStream(stream: string): void {
+  if (typeof stream !== 'string' || stream.length === 0) throw new TypeError('stream must be a non-empty string');
+}

@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { prng } from '../../bench/support.js';
 import { evolve, initialState, parseEvent, type DispatchEvent } from '../../src/domain/index.js';
 import {
   dashboard, dashboardProjection, AGENTS_LISTED, FAIRNESS_TOP_N, type Dashboard, type DashboardView,
@@ -211,17 +212,6 @@ describe('dashboard projection', () => {
 });
 
 describe('log histogram', () => {
-  /** Mulberry32, so the samples are the same on every run. */
-  function prng(seed: number): () => number {
-    let a = seed >>> 0;
-    return () => {
-      a = (a + 0x6d2b79f5) >>> 0;
-      let t = a;
-      t = Math.imul(t ^ (t >>> 15), t | 1);
-      t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-      return ((t ^ (t >>> 14)) >>> 0) / 4_294_967_296;
-    };
-  }
 
   it('reports percentiles within 1/64 of the exact nearest-rank value, over nine orders of magnitude', () => {
     const random = prng(42);

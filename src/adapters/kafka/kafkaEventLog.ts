@@ -12,6 +12,8 @@ import { agentIdOf, taskIdOf, type DispatchEvent } from '../../domain/events.js'
 import {
   ConcurrencyError,
   WriterBusyError,
+  checkAppendArgs,
+  checkStream,
   type AppendExtras,
   type EventLog,
   type InputOffset,
@@ -751,10 +753,7 @@ export function getKafkaEventLog(options: KafkaEventLogOptions): EventLog {
     async append(stream, events, expectedVersion, extras) {
       assertOpen();
       assertWritable('append');
-      checkStream(stream);
-      if (!Number.isSafeInteger(expectedVersion) || expectedVersion < 0) {
-        throw new RangeError(`expectedVersion must be a non-negative integer, got ${expectedVersion}`);
-      }
+      checkAppendArgs(stream, expectedVersion);
       return append(stream, events, expectedVersion, extras);
     },
 
@@ -1155,9 +1154,6 @@ class HandlerError extends Error {
   }
 }
 
-function checkStream(stream: string): void {
-  if (typeof stream !== 'string' || stream.length === 0) throw new TypeError('stream must be a non-empty string');
-}
 
 // --- reading straight from partitions ---------------------------------------------------------
 

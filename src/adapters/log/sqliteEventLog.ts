@@ -7,6 +7,8 @@ import { taskIdOf, type DispatchEvent } from '../../domain/events.js';
 import {
   ConcurrencyError,
   WriterBusyError,
+  checkAppendArgs,
+  checkStream,
   type EventLog,
   type OutboxMessage,
   type PendingOutbox,
@@ -159,10 +161,7 @@ export function getSqliteEventLog(options: SqliteEventLogOptions): EventLog {
     async append(stream, events, expectedVersion, extras) {
       assertOpen();
       assertWritable('append');
-      checkStream(stream);
-      if (!Number.isSafeInteger(expectedVersion) || expectedVersion < 0) {
-        throw new RangeError(`expectedVersion must be a non-negative integer, got ${expectedVersion}`);
-      }
+      checkAppendArgs(stream, expectedVersion);
       const version = insertBatch!(stream, events, expectedVersion, extras?.outbox ?? []);
       if (events.length > 0) wake(stream);
       return version;
@@ -426,9 +425,6 @@ function prepareAppend(
   }).immediate;
 }
 
-function checkStream(stream: string): void {
-  if (typeof stream !== 'string' || stream.length === 0) throw new TypeError('stream must be a non-empty string');
-}
 
 /** One lock file per stream, so shards of one database can have different writers. */
 export function writerLockPath(dbPath: string, stream: string): string {
