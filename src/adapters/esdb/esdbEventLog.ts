@@ -80,6 +80,8 @@ import type { DispatchEvent } from '../../domain/events.js';
 import {
   ConcurrencyError,
   WriterBusyError,
+  checkAppendArgs,
+  checkStream,
   type EventLog,
   type OutboxMessage,
   type PendingOutbox,
@@ -103,7 +105,7 @@ export interface EsdbEventLogOptions {
   readonly?: boolean;
   /** The writer lease is stale this long after its holder's last heartbeat, in ms. Default `10000`. */
   leaseTimeoutMs?: number;
-  /** How often the holder renews the lease, in ms; at most a third of the lease timeout. Default `2000`. */
+  /** How often the holder renews the lease, in ms; at most a third of the lease timeout. Default `2000` (or a third of the lease timeout, if less). */
   heartbeatMs?: number;
   /** How often a standby (`acquireWriter({ wait: true })`) looks at the lease, in ms. Default `500`. */
   lockPollMs?: number;
@@ -212,6 +214,7 @@ export function getEsdbEventLog(options: EsdbEventLogOptions): EventLog {
   const client = EventStoreDBClient.connectionString(connectionString);
 
   let closed = false;
+  let closingDone: Promise<void> | undefined;
   const closing = new AbortController();
   const subscriptions = new Set<Subscription>();
   const leases = new Set<{ closeHeld: () => Promise<void> }>();
@@ -586,10 +589,8 @@ export function getEsdbEventLog(options: EsdbEventLogOptions): EventLog {
     async append(stream, events, expectedVersion, extras) {
       assertOpen();
       assertWritable('append');
-      checkStream(stream);
-      if (!Number.isSafeInteger(expectedVersion) || expectedVersion < 0) {
-        throw new RangeError(`expectedVersion must be a non-negative integer, got ${expectedVersion}`);
-      }
+      checkAppendArgs(stream, expectedVersion);
+      checkEsdbStream(stream);
       const outbox = extras?.outbox ?? [];
       if (events.length === 0) {
         // Nothing to write to the log stream: check the version (an append of nothing writes nothing).
@@ -644,7 +645,7 @@ export function getEsdbEventLog(options: EsdbEventLogOptions): EventLog {
       return {
         async *[Symbol.asyncIterator]() {
           assertOpen();
-          checkStream(stream);
+          checkEsdbStream(stream);
           if (!Number.isSafeInteger(afterVersion) || afterVersion < 0) throw new RangeError(`afterVersion must be a non-negative integer, got ${afterVersion}`);
           let expected = afterVersion + 1;
           for await (const e of recorded(stream, BigInt(afterVersion), FORWARDS)) {
@@ -659,13 +660,13 @@ export function getEsdbEventLog(options: EsdbEventLogOptions): EventLog {
 
     async version(stream) {
       assertOpen();
-      checkStream(stream);
+      checkEsdbStream(stream);
       return versionOf(stream);
     },
 
     subscribe(stream, afterVersion, onEvents) {
       assertOpen();
-      checkStream(stream);
+      checkEsdbStream(stream);
       if (!Number.isSafeInteger(afterVersion) || afterVersion < 0) throw new RangeError(`afterVersion must be a non-negative integer, got ${afterVersion}`);
       /** The last version received from the server (queued or delivered). */
       let received = afterVersion;
@@ -711,6 +712,13 @@ export function getEsdbEventLog(options: EsdbEventLogOptions): EventLog {
       };
 
       const retry = (error: unknown): void => {
+        // A stream that does not exist yet is waited for (servers deliver it once written; this
+        // covers one that reports it instead). Other failures are retried a few times.
+        if (isStreamNotFound(error)) {
+          retryTimer = setTimeout(connect, 1000);
+          retryTimer.unref();
+          return;
+        }
         if (++failures > 10) {
           failWith(fail(error, `follow ${stream} (gave up after ${failures - 1} attempts)`));
           return;
@@ -773,7 +781,7 @@ export function getEsdbEventLog(options: EsdbEventLogOptions): EventLog {
     async saveSnapshot(stream, snapshot) {
       assertOpen();
       assertWritable('save a snapshot');
-      checkStream(stream);
+      checkEsdbStream(stream);
       if (!Number.isSafeInteger(snapshot.version) || snapshot.version < 0) {
         throw new RangeError(`snapshot version must be a non-negative integer, got ${snapshot.version}`);
       }
@@ -803,7 +811,7 @@ export function getEsdbEventLog(options: EsdbEventLogOptions): EventLog {
 
     async loadSnapshot(stream) {
       assertOpen();
-      checkStream(stream);
+      checkEsdbStream(stream);
       for (let attempt = 0; attempt < 5; attempt++) {
         const loaded = await loadSnapshotOnce(stream);
         if (loaded !== 'retry') return loaded;
@@ -854,7 +862,7 @@ export function getEsdbEventLog(options: EsdbEventLogOptions): EventLog {
     async acquireWriter(stream, { wait, signal }) {
       assertOpen();
       assertWritable('become the writer');
-      checkStream(stream);
+      checkEsdbStream(stream);
       const name = writerOf(stream);
       const stop = signal ? AbortSignal.any([signal, closing.signal]) : closing.signal;
       const me: Holder = { id: randomUUID(), pid: process.pid, host: hostname() };
@@ -910,19 +918,23 @@ export function getEsdbEventLog(options: EsdbEventLogOptions): EventLog {
       }
     },
 
-    async close() {
-      if (closed) return;
-      closing.abort(new Error(`${where} was closed while waiting to become the writer`));
-      await Promise.all([...subscriptions].map((s) => s.close()));
-      await Promise.all([...leases].map((l) => l.closeHeld()));
-      closed = true;
-      await client.dispose();
+    close() {
+      closingDone ??= (async () => {
+        closing.abort(new Error(`${where} was closed while waiting to become the writer`));
+        await Promise.all([...subscriptions].map((s) => s.close()));
+        // Held leases are given back (a standby takes over at once) and their holders told.
+        await Promise.all([...leases].map((l) => l.closeHeld()));
+        closed = true;
+        await client.dispose();
+      })();
+      return closingDone;
     },
   };
   return log;
 
-  function checkStream(stream: string): void {
-    if (typeof stream !== 'string' || stream.length === 0) throw new TypeError('stream must be a non-empty string');
+  /** The port's stream check, plus the names this log keeps: system streams and its side streams. */
+  function checkEsdbStream(stream: string): void {
+    checkStream(stream);
     if (stream.startsWith('$')) throw new TypeError(`stream ${stream}: names starting with $ are EventStoreDB system streams`);
     const suffix = SIDE_SUFFIXES.find((s) => stream.endsWith(s));
     if (suffix) throw new TypeError(`stream ${stream}: names ending with ${suffix} are kept for the side streams of ${where}`);

@@ -3,7 +3,6 @@ import { dirname, join, resolve } from 'node:path';
 import type { EventLog } from '../../runtime/eventLog.js';
 import { getSqliteEventLog } from './sqliteEventLog.js';
 import { getKafkaEventLog } from '../kafka/kafkaEventLog.js';
-import { getEsdbEventLog } from '../esdb/esdbEventLog.js';
 
 /** Where the durable log lives: `sqlite:<path>`, `kafka:<brokers>` or `esdb:<url>`. */
 export interface LogTarget { kind: 'sqlite' | 'kafka' | 'esdb'; target: string }
@@ -33,8 +32,11 @@ export async function openLog(t: LogTarget, options: { readonly?: boolean; prefi
       return getSqliteEventLog({ path: t.target, readonly: options.readonly });
     case 'kafka':
       return getKafkaEventLog({ brokers: parseBrokers(t.target), prefix: options.prefix, readonly: options.readonly, beforeCommit: crashHook() });
-    case 'esdb':
+    case 'esdb': {
+      // Loaded on use: the EventStoreDB client (gRPC) costs ~0.4 s to import, too much for every start.
+      const { getEsdbEventLog } = await import('../esdb/esdbEventLog.js');
       return getEsdbEventLog({ connectionString: t.target, readonly: options.readonly });
+    }
   }
 }
 
