@@ -1,18 +1,23 @@
 import { runDecisionCore } from './decisionCore.js';
 import { runEmbedded } from './embedded.js';
+import { runKafka } from './kafka.js';
 import { runReplay } from './replay.js';
 import { machineLines, renderReport, type BenchReport } from './support.js';
 
 /**
- * `node --expose-gc dist/bench/run.js [decision|embedded|replay ...]`: run the named benchmarks
- * (default all) and print the machine, each workload, and results beside their targets.
+ * `node --expose-gc dist/bench/run.js [decision|embedded|replay|kafka ...]`: run the named
+ * benchmarks (default: all but kafka, which starts its own Kafka broker) and print the machine,
+ * each workload, and results beside their targets.
  */
 
 const BENCHES: Record<string, (log: (l: string) => void) => BenchReport | Promise<BenchReport>> = {
   decision: (log) => runDecisionCore({}, log),
   embedded: (log) => runEmbedded({}, log),
   replay: (log) => runReplay({}, log),
+  kafka: (log) => runKafka({}, log),
 };
+/** Run only when named. */
+const OPT_IN = new Set(['kafka']);
 
 async function main(): Promise<number> {
   const names = process.argv.slice(2);
@@ -22,7 +27,7 @@ async function main(): Promise<number> {
       return 2;
     }
   }
-  const selected = names.length > 0 ? names : Object.keys(BENCHES);
+  const selected = names.length > 0 ? names : Object.keys(BENCHES).filter((n) => !OPT_IN.has(n));
   const log = (l: string): void => console.log(l);
   log('switchyard benchmarks');
   for (const l of machineLines()) log(`  ${l}`);
