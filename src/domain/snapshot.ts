@@ -6,12 +6,13 @@ import {
 } from './state.js';
 import { priorityAt } from './priority.js';
 
+/** A task in a snapshot; a finished one keeps only what decisions still read (the rest defaults). */
 interface TaskSnap {
-  spec: TaskSpec; seq: number; level: number; status: TaskStatus; wait: WaitPlace; attempt: number;
-  agentId?: string; submittedAt: number; queuedAt: number; assignedAt: number; ageAt: number; escalated: boolean;
+  spec: TaskSpec; seq: number; level: number; status: TaskStatus; wait?: WaitPlace; attempt: number;
+  agentId?: string; submittedAt: number; queuedAt?: number; assignedAt: number; ageAt?: number; escalated?: boolean;
   /** The deferral rule; `true` in snapshots before deferrals named their rule. */
-  deferred?: 'fairness' | 'quota' | boolean; fallback: boolean; pendingDeps: number; dependents?: string[]; retryAt: number;
-  holdAgent?: string; holdUntil: number | null; admitted: boolean; doneBy?: string; base: number;
+  deferred?: 'fairness' | 'quota' | boolean; fallback?: boolean; pendingDeps?: number; dependents?: string[]; retryAt?: number;
+  holdAgent?: string; holdUntil?: number | null; admitted: boolean; doneBy?: string; base: number;
 }
 
 interface AgentSnap {
@@ -43,6 +44,13 @@ export interface StateSnapshot {
 export function toSnapshot(s: DispatcherState): StateSnapshot {
   const tasks: TaskSnap[] = [];
   for (const t of s.tasks.values()) {
+    if (TERMINAL.has(t.status)) {
+      tasks.push({
+        spec: t.spec, seq: t.seq, base: t.base, level: t.level, status: t.status, attempt: t.attempt, agentId: t.agentId,
+        submittedAt: t.submittedAt, assignedAt: t.assignedAt, admitted: t.admitted, doneBy: t.doneBy,
+      });
+      continue;
+    }
     tasks.push({
       spec: t.spec, seq: t.seq, base: t.base, level: t.level, status: t.status, wait: t.wait, attempt: t.attempt, agentId: t.agentId,
       submittedAt: t.submittedAt, queuedAt: t.queuedAt, assignedAt: t.assignedAt, ageAt: t.ageAt, escalated: t.escalated,
@@ -87,15 +95,15 @@ export function fromSnapshot(snap: StateSnapshot): DispatcherState {
   for (const x of snap.tasks) {
     const t = newTask(s, x.spec, priorityAt(x.base), x.submittedAt);
     Object.assign(t, {
-      seq: x.seq, level: x.level, status: x.status, attempt: x.attempt, agentId: x.agentId, queuedAt: x.queuedAt,
-      assignedAt: x.assignedAt, ageAt: x.ageAt, escalated: x.escalated, deferred: x.deferred === true ? 'fairness' : x.deferred || undefined, fallback: x.fallback,
-      pendingDeps: x.pendingDeps, dependents: x.dependents, retryAt: x.retryAt, admitted: x.admitted, doneBy: x.doneBy,
+      seq: x.seq, level: x.level, status: x.status, attempt: x.attempt, agentId: x.agentId, queuedAt: x.queuedAt ?? x.submittedAt,
+      assignedAt: x.assignedAt, ageAt: x.ageAt ?? t.ageAt, escalated: x.escalated ?? false, deferred: x.deferred === true ? 'fairness' : x.deferred || undefined, fallback: x.fallback ?? false,
+      pendingDeps: x.pendingDeps ?? 0, dependents: x.dependents, retryAt: x.retryAt ?? 0, admitted: x.admitted, doneBy: x.doneBy,
     });
     s.tasks.set(t.id, t);
     if (!t.admitted) continue;
     const tenant = tenantOf(s, t.tenant);
     if (t.status === 'assigned') tenant.running++;
-    if (x.wait !== null) { tenant.waiting++; s.waiting++; touchActive(s, tenant); }
+    if (x.wait != null) { tenant.waiting++; s.waiting++; touchActive(s, tenant); }
     switch (x.wait) {
       case 'ready': enqueueReady(s, t); break;
       case 'retry': t.wait = 'retry'; s.retries.push(t); break;

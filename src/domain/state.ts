@@ -13,7 +13,8 @@ export type WaitPlace = 'ready' | 'retry' | 'hold' | 'blocked' | null;
 
 /** A task as the dispatcher tracks it. Heap positions live on the record (see IndexedHeap). */
 export interface TaskRec {
-  readonly spec: TaskSpec;
+  /** The task as submitted; a finished task keeps it without its payload (the log has it). */
+  spec: TaskSpec;
   readonly id: string;
   readonly tenant: string;
   /** Submission order; the FIFO and every tie-break. */
@@ -225,6 +226,8 @@ export function initialState(policy: Policy = DEFAULT_POLICY): DispatcherState {
  * `retention.finishedTasks`, so memory and snapshots grow with live work, not with history.
  */
 export function retire(s: DispatcherState, t: TaskRec): void {
+  // The payload was for the agent; a finished task need not hold it (the log does).
+  if (t.spec.payload !== undefined) t.spec = { ...t.spec, payload: undefined };
   s.finishedQ.push(t);
   s.finishedLive++;
   const limit = s.policy.retention.finishedTasks;

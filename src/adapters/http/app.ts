@@ -35,13 +35,66 @@ const STATUS: Record<RuntimeErrorCode, number> = {
   unavailable: 503,
 };
 
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
 class BadRequest extends Error {
   constructor(readonly issues: FieldIssue[]) {
     super(issues.map((i) => `${i.path}: ${i.message}`).join('; '));
   }
 }
 
+/**
+ * Deepest nesting of arrays and objects a body or a Kafka record may have. z.json() and
+ * JSON.stringify recurse: a payload a few thousand levels deep overflowed the stack in the
+ * validator (500; on Kafka it crashed the ingress) or, past it, in the log append (the dispatcher stopped).
+ */
+export const MAX_JSON_DEPTH = 128;
+
+/**
+ * A parsed JSON value's first problem no schema sees, or undefined: nesting deeper than
+ * {@link MAX_JSON_DEPTH}, or a `__proto__` key or a `constructor.prototype` (the shapes fastify's
+ * JSON parser refuses; zod silently drops `__proto__`). Walks the value without recursion.
+ */
+export function unsafeJson(value: unknown): FieldIssue | undefined {
+  if (value === null || typeof value !== 'object') return undefined;
+  interface Node { v: object; depth: number; key: string; up?: Node }
+  const pathOf = (n: Node, last?: string): string => {
+    const parts = last === undefined ? [] : [last];
+    for (let x: Node | undefined = n; x?.up; x = x.up) parts.unshift(x.key);
+    return parts.join('.') || '(root)';
+  };
+  const todo: Node[] = [{ v: value, depth: 1, key: '' }];
+  for (let n = todo.pop(); n; n = todo.pop()) {
+    if (n.depth > MAX_JSON_DEPTH) {
+      // Name the top-level field: the full path is as long as the nesting.
+      let top = n;
+      while (top.up?.up) top = top.up;
+      return { path: pathOf(top), message: `is nested more than ${MAX_JSON_DEPTH} levels deep` };
+    }
+    if (Array.isArray(n.v)) {
+      for (let i = n.v.length - 1; i >= 0; i--) {
+        const c: unknown = n.v[i];
+        if (c !== null && typeof c === 'object') todo.push({ v: c, depth: n.depth + 1, key: String(i), up: n });
+      }
+      continue;
+    }
+    if (Object.hasOwn(n.v, '__proto__')) return { path: pathOf(n, '__proto__'), message: 'is a forbidden key' };
+    const ctor = Object.hasOwn(n.v, 'constructor') ? (n.v as { constructor: unknown }).constructor : undefined;
+    if (ctor !== null && typeof ctor === 'object' && Object.hasOwn(ctor, 'prototype')) {
+      return { path: pathOf(n, 'constructor.prototype'), message: 'is a forbidden key' };
+    }
+    const keys = Object.keys(n.v);
+    for (let i = keys.length - 1; i >= 0; i--) {
+      const c: unknown = (n.v as Record<string, unknown>)[keys[i]];
+      if (c !== null && typeof c === 'object') todo.push({ v: c, depth: n.depth + 1, key: keys[i], up: n });
+    }
+  }
+  return undefined;
+}
+
 function parse<S extends z.ZodType>(schema: S, body: unknown): z.infer<S> {
+  const unsafe = unsafeJson(body);
+  if (unsafe) throw new BadRequest([unsafe]);
   const r = schema.safeParse(body);
   if (!r.success) throw new BadRequest(fieldIssues(r.error));
   return r.data;
@@ -58,11 +111,25 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   });
   // fastify's own JSON parser (it refuses __proto__ and constructor.prototype keys), except that
   // an empty body is no body: clients that always send content-type json may POST nothing.
+  // Bytes that are not UTF-8 are refused, as on Kafka: decoded leniently they became U+FFFD, so
+  // two ids differing only there were one id, and the second submission was taken for a duplicate.
   const json = app.getDefaultJsonParser('error', 'error');
   app.removeContentTypeParser('application/json');
-  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
-    if (body === '') { done(null, undefined); return; }
-    json(req, body as string, done);
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (req, body, done) => {
+    const bytes = body as Buffer;
+    if (bytes.length === 0) { done(null, undefined); return; }
+    let text: string;
+    try { text = utf8.decode(bytes); } catch {
+      done(new BadRequest([{ path: '(root)', message: 'is not valid UTF-8' }]), undefined);
+      return;
+    }
+    json(req, text, (err, value) => {
+      if (!err) { done(null, value); return; }
+      // Say which: not JSON at all, or JSON with a forbidden key.
+      let problem = 'has a forbidden key (__proto__ or constructor.prototype)';
+      try { JSON.parse(text); } catch (e) { problem = `is not JSON: ${(e as Error).message}`; }
+      done(new BadRequest([{ path: '(root)', message: problem }]), undefined);
+    });
   });
   const svc = deps.service;
   const maxWaitMs = deps.maxWaitMs ?? 30_000;
@@ -83,8 +150,10 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       return reply.code(413).send({ error: 'too-large', message: `body larger than ${deps.bodyLimit ?? 1024 * 1024} bytes` });
     }
     if (e.statusCode !== undefined && e.statusCode >= 400 && e.statusCode < 500) {
-      // fastify's own client errors: malformed JSON, wrong content type, …
-      return reply.code(e.statusCode).send({ error: 'bad-request', message: e.message });
+      // fastify's own client errors: a wrong content type (415), a bad content-length, …
+      const body: Record<string, unknown> = { error: 'bad-request', message: e.message };
+      if (e.statusCode === 400) body.issues = [{ path: '(root)', message: e.message }];
+      return reply.code(e.statusCode).send(body);
     }
     req.log.error({ err }, 'unhandled error');
     return reply.code(500).send({ error: 'internal', message: 'internal error' });
@@ -115,6 +184,9 @@ export function buildApp(deps: AppDeps): FastifyInstance {
   });
 
   app.post<{ Params: { id: string } }>('/v1/agents/:id/ready', async (req) => {
+    // The agent id is a name, as on the agents topic (at most 256 characters): it names the agent's Kafka topic too.
+    const id = CompletionSchema.shape.agentId.safeParse(req.params.id);
+    if (!id.success) throw new BadRequest(fieldIssues(id.error).map((i) => ({ path: 'id', message: i.message })));
     const body = parse(AgentReadySchema, req.body);
     return svc.ready(req.params.id, body);
   });

@@ -1,4 +1,4 @@
-import type { Consumer, KafkaMessage } from 'kafkajs';
+import kafkajs, { type Consumer, type KafkaMessage } from 'kafkajs';
 import type { Logger } from 'pino';
 import { DomainError } from '../../domain/errors.js';
 import { AgentMessageSchema, TaskSubmissionSchema, fieldIssues, type FieldIssue } from '../../domain/inputs.js';
@@ -6,6 +6,7 @@ import { DispatchError } from '../../runtime/errors.js';
 import type { EventLog, InputOffset, OutboxMessage } from '../../runtime/eventLog.js';
 import type { CommandSource } from '../../runtime/dispatcherRuntime.js';
 import type { DispatchService } from '../../runtime/service.js';
+import { unsafeJson } from '../http/app.js';
 import { ensureTopics } from './ensureTopics.js';
 import { createKafka, type TopicNames } from './topics.js';
 
@@ -21,7 +22,17 @@ export interface KafkaIngressOptions {
   shard?: string;
 }
 
+const { ConfigResourceTypes } = kafkajs;
 const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * max.message.bytes of the dead-letter topic when the ingress creates it. A dead letter is its
+ * record plus headers, so one of a record near the broker's 1 MB default did not fit a topic with
+ * that default, and the dead letters of one batch go out in one produce request (one record batch):
+ * on a Kafka log the transaction failed and the dispatcher stopped. The records of one commit are
+ * at most two fetches (about 1 MiB each) plus up to ~4 KiB of headers for each of 2000 commands.
+ */
+export const DEAD_LETTER_MAX_MESSAGE_BYTES = 16 * 1024 * 1024;
 
 type Parsed =
   | { ok: true; topic: 'tasks'; value: ReturnType<typeof TaskSubmissionSchema.parse> }
@@ -35,6 +46,9 @@ export function parseRecord(kind: 'tasks' | 'agents', value: Buffer | null): Par
   try { text = utf8.decode(value); } catch { return { ok: false, issues: [{ path: 'value', message: 'is not valid UTF-8' }] }; }
   let json: unknown;
   try { json = JSON.parse(text); } catch (e) { return { ok: false, issues: [{ path: 'value', message: `is not JSON: ${(e as Error).message}` }] }; }
+  // Too deep for the validator (a stack overflow here stopped the ingress for good), or keys HTTP refuses.
+  const unsafe = unsafeJson(json);
+  if (unsafe) return { ok: false, issues: [unsafe] };
   if (kind === 'tasks') {
     const r = TaskSubmissionSchema.safeParse(json);
     return r.success ? { ok: true, topic: 'tasks', value: r.data } : { ok: false, issues: fieldIssues(r.error) };
@@ -111,11 +125,40 @@ export function createKafkaIngress(o: KafkaIngressOptions) {
     }
   }
 
+  /** Create the dead-letter topic with room for large dead letters; an existing one that has less is only warned about. */
+  async function ensureDeadLetterTopic(): Promise<void> {
+    const admin = kafka.admin();
+    await admin.connect();
+    try {
+      const want = String(DEAD_LETTER_MAX_MESSAGE_BYTES);
+      const created = await admin.createTopics({
+        topics: [{ topic: topics.deadLetter, numPartitions: 1, configEntries: [{ name: 'max.message.bytes', value: want }] }],
+        waitForLeaders: true,
+      }).catch(async (e: unknown) => {
+        // Another client created it first: fine, as long as it exists now.
+        if (!(await admin.listTopics()).includes(topics.deadLetter)) throw e;
+        return false;
+      });
+      if (created) return;
+      const described = await admin.describeConfigs({
+        includeSynonyms: false, resources: [{ type: ConfigResourceTypes.TOPIC, name: topics.deadLetter, configNames: ['max.message.bytes'] }],
+      });
+      const has = Number(described.resources[0]?.configEntries.find((c) => c.configName === 'max.message.bytes')?.configValue);
+      if (Number.isFinite(has) && has < DEAD_LETTER_MAX_MESSAGE_BYTES) {
+        o.logger.warn({ topic: topics.deadLetter, maxMessageBytes: has, want: DEAD_LETTER_MAX_MESSAGE_BYTES },
+          'the dead-letter topic exists with a smaller max.message.bytes: a batch of large dead letters can fail its commit');
+      }
+    } finally {
+      await admin.disconnect();
+    }
+  }
+
   return {
     groupId,
     stats: () => ({ records, deadLettered }),
     async start(): Promise<void> {
-      await ensureTopics(kafka, [topics.tasks, topics.agents, topics.deadLetter]);
+      await ensureDeadLetterTopic();
+      await ensureTopics(kafka, [topics.tasks, topics.agents]);
       await consumer.connect();
       await consumer.subscribe({ topics: [topics.tasks, topics.agents], fromBeginning: true });
       await consumer.run({
