@@ -1,3 +1,4 @@
+import { runBadInput } from './badInput.js';
 import { runDecisionCore } from './decisionCore.js';
 import { runEmbedded } from './embedded.js';
 import { runKafka } from './kafka.js';
@@ -5,9 +6,9 @@ import { runReplay } from './replay.js';
 import { machineLines, renderReport, type BenchReport } from './support.js';
 
 /**
- * `node --expose-gc dist/bench/run.js [decision|embedded|replay|kafka ...]`: run the named
- * benchmarks (default: all but kafka, which starts its own Kafka broker) and print the machine,
- * each workload, and results beside their targets.
+ * `node --expose-gc dist/bench/run.js [decision|embedded|replay|kafka|bad-input ...]`: run the
+ * named benchmarks (default: all but kafka, which starts its own Kafka broker, and bad-input, the
+ * junk campaign) and print the machine, each workload, and results beside their targets.
  */
 
 const BENCHES: Record<string, (log: (l: string) => void) => BenchReport | Promise<BenchReport>> = {
@@ -15,9 +16,10 @@ const BENCHES: Record<string, (log: (l: string) => void) => BenchReport | Promis
   embedded: (log) => runEmbedded({}, log),
   replay: (log) => runReplay({}, log),
   kafka: (log) => runKafka({}, log),
+  'bad-input': (log) => runBadInput({}, log),
 };
 /** Run only when named. */
-const OPT_IN = new Set(['kafka']);
+const OPT_IN = new Set(['kafka', 'bad-input']);
 
 async function main(): Promise<number> {
   const names = process.argv.slice(2);

@@ -1,7 +1,7 @@
 import type { Command, CommandOf } from './commands.js';
 import { DomainError } from './errors.js';
 import type { DispatchEvent, EventOf, TaskSpec } from './events.js';
-import { hardCapOf, resolvePriority } from './policy.js';
+import { hardCapOf, quotaOf, resolvePriority } from './policy.js';
 import { CRITICAL, HIGH, LOW, NORMAL, levelOf } from './priority.js';
 import { TERMINAL, normalizeNames, type DispatcherState, type TaskRec } from './state.js';
 
@@ -57,7 +57,7 @@ function submit(cmd: CommandOf<'SubmitTask'>, s: DispatcherState): DispatchEvent
   const { priority, from } = resolvePriority(p, spec);
   const level = levelOf(priority);
   const tenant = s.tenants.get(spec.tenant);
-  const maxQueued = p.quotas[spec.tenant]?.maxQueued;
+  const maxQueued = quotaOf(p, spec.tenant)?.maxQueued;
   if (maxQueued !== undefined && (tenant?.waiting ?? 0) >= maxQueued) {
     return reject('quota-max-queued', `tenant "${spec.tenant}" already has ${tenant?.waiting} waiting tasks (maxQueued ${maxQueued})`);
   }

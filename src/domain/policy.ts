@@ -105,8 +105,13 @@ export function hardCapOf(p: Policy): number {
   return p.shedding.hardCap ?? p.shedding.highWatermark * 2;
 }
 
+/** Tenant names are data: only the policy's own keys count (a tenant may be called "constructor"). */
 export function weightOf(p: Policy, tenant: string): number {
-  return p.fairness.weights[tenant] ?? 1;
+  return Object.hasOwn(p.fairness.weights, tenant) ? p.fairness.weights[tenant] : 1;
+}
+
+export function quotaOf(p: Policy, tenant: string): { maxConcurrent?: number; maxQueued?: number } | undefined {
+  return Object.hasOwn(p.quotas, tenant) ? p.quotas[tenant] : undefined;
 }
 
 export function resolvePriority(

@@ -1,5 +1,6 @@
 import { releaseAgentWork } from './decide.js';
 import type { DispatchEvent, Why } from './events.js';
+import { quotaOf } from './policy.js';
 import { CRITICAL, priorityAt } from './priority.js';
 import {
   freeLess, freeSlots, latestStart, windowSize,
@@ -110,7 +111,7 @@ function dispatch(s: DispatcherState, now: number): DispatchEvent[] | undefined 
       if (tenant.readyAt[level] === 0) continue;
       const head = headOf(tenant, level, servable);
       if (!head) continue;
-      const quota = s.policy.quotas[tenant.name]?.maxConcurrent;
+      const quota = quotaOf(s.policy, tenant.name)?.maxConcurrent;
       if (quota !== undefined && tenant.running >= quota) {
         if (head.deferred !== 'quota') return [deferred(s, head, tenant, now, { rule: 'quota', running: tenant.running, maxConcurrent: quota })];
         continue;
@@ -144,7 +145,7 @@ function affinityDispatch(s: DispatcherState, now: number): DispatchEvent[] | un
   for (const a of s.readyWaiters) {
     const t = (a.waiters as NonNullable<AgentRec['waiters']>).peek() as TaskRec;
     // A tenant at its maxConcurrent waits, held or not: the hold keeps its place for the owner.
-    const quota = s.policy.quotas[t.tenant]?.maxConcurrent;
+    const quota = quotaOf(s.policy, t.tenant)?.maxConcurrent;
     if (quota !== undefined && (s.tenants.get(t.tenant) as TenantRec).running >= quota) continue;
     if (!best || t.level < best.t.level || (t.level === best.t.level && t.seq < best.t.seq)) best = { a, t };
   }

@@ -441,7 +441,8 @@ function fairnessDistribution(s: DispatcherState, now: number): Record<string, n
     if (n > 0) rows.push([t.name, n]);
   }
   rows.sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
-  const out: Record<string, number> = {};
+  // Tenant names are data: `__proto__` must be a key like any other, not the prototype.
+  const out: Record<string, number> = Object.create(null) as Record<string, number>;
   if (rows.length <= FAIRNESS_TOP_N) {
     for (const [name, n] of rows) out[name] = round3(n / total);
     return out;

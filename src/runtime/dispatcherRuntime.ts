@@ -172,6 +172,7 @@ export async function createDispatcherRuntime(o: RuntimeOptions) {
             // A bug, not a refusal: the state may be half-changed, so it cannot be trusted past here.
             die(e as Error);
             for (const q of batch) q.reject(new DispatchError('unavailable', 'internal error'));
+            flushing = false;
             return;
           }
         }
@@ -184,6 +185,7 @@ export async function createDispatcherRuntime(o: RuntimeOptions) {
         } catch (e) {
           die(e as Error);
           for (const q of batch) q.reject(new DispatchError('unavailable', `log append failed: ${(e as Error).message}`));
+          flushing = false;
           return;
         }
         commits++;
@@ -199,7 +201,10 @@ export async function createDispatcherRuntime(o: RuntimeOptions) {
         if (p.error) p.reject(p.error);
         else p.resolve(p.result);
       }
-      if (sinceSnapshot >= snapshotEvery) await snapshot();
+      if (sinceSnapshot >= snapshotEvery) {
+        // A failed snapshot costs restart time, not data: the log has everything. Try again later.
+        try { await snapshot(); } catch (err) { logger.warn({ err }, 'snapshot failed'); sinceSnapshot = 0; }
+      }
     }
     flushing = false;
   }

@@ -1,4 +1,4 @@
-import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyServerOptions } from 'fastify';
 import type { z } from 'zod';
 import { DomainError } from '../../domain/errors.js';
 import {
@@ -38,7 +38,8 @@ const STATUS: Record<RuntimeErrorCode, number> = {
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 class BadRequest extends Error {
-  constructor(readonly issues: FieldIssue[]) {
+  /** `kind`: 'validation' (the schemas), or 'bad-request' (a body that is not UTF-8 JSON). */
+  constructor(readonly issues: FieldIssue[], readonly kind: 'validation' | 'bad-request' = 'validation') {
     super(issues.map((i) => `${i.path}: ${i.message}`).join('; '));
   }
 }
@@ -108,6 +109,15 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     // Long-polls hold a request open; keep the socket alive longer than the longest wait.
     keepAliveTimeout: 65_000,
     return503OnClosing: true,
+    // fastify's default (100) answered 414 for ids the schemas accept (up to 256 characters, more
+    // once percent-encoded): such a task could be submitted but not looked up, cancelled or completed.
+    // A longer id is simply unknown (404); the request line is bounded by node's header limit.
+    routerOptions: { maxParamLength: 16 * 1024 },
+    // A path that does not decode (`/v1/tasks/%zz`): 400 in the API's error shape.
+    frameworkErrors: (err, _req, reply) => {
+      const status = err.statusCode !== undefined && err.statusCode >= 400 && err.statusCode < 500 ? err.statusCode : 400;
+      void (reply as FastifyReply).code(status).send({ error: 'bad-request', message: err.message, issues: [{ path: 'url', message: err.message }] });
+    },
   });
   // fastify's own JSON parser (it refuses __proto__ and constructor.prototype keys), except that
   // an empty body is no body: clients that always send content-type json may POST nothing.
@@ -120,7 +130,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
     if (bytes.length === 0) { done(null, undefined); return; }
     let text: string;
     try { text = utf8.decode(bytes); } catch {
-      done(new BadRequest([{ path: '(root)', message: 'is not valid UTF-8' }]), undefined);
+      done(new BadRequest([{ path: '(root)', message: 'is not valid UTF-8' }], 'bad-request'), undefined);
       return;
     }
     json(req, text, (err, value) => {
@@ -128,7 +138,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
       // Say which: not JSON at all, or JSON with a forbidden key.
       let problem = 'has a forbidden key (__proto__ or constructor.prototype)';
       try { JSON.parse(text); } catch (e) { problem = `is not JSON: ${(e as Error).message}`; }
-      done(new BadRequest([{ path: '(root)', message: problem }]), undefined);
+      done(new BadRequest([{ path: '(root)', message: problem }], 'bad-request'), undefined);
     });
   });
   const svc = deps.service;
@@ -136,7 +146,7 @@ export function buildApp(deps: AppDeps): FastifyInstance {
 
   app.setErrorHandler((err, req, reply) => {
     if (err instanceof BadRequest) {
-      return reply.code(400).send({ error: 'validation', message: err.message, issues: err.issues });
+      return reply.code(400).send({ error: err.kind, message: err.message, issues: err.issues });
     }
     if (err instanceof DispatchError || err instanceof DomainError) {
       const code = err.code as RuntimeErrorCode;
