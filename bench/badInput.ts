@@ -1,9 +1,6 @@
-import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { startServer, type RunningServer } from '../src/adapters/cli/startServer.js';
 import { getKafkaEventLog } from '../src/adapters/kafka/kafkaEventLog.js';
@@ -14,6 +11,7 @@ import {
   CAMPAIGN_POLICY, SHED_POLICY, checkAccepted, checkHealth, httpCases, httpClient, kafkaCases, makeWorld, prepareShed, prepareWorld,
   prototypeProblems, runHttpCases, runKafkaCases,
 } from '../test/support/junk.js';
+import { startBroker } from './broker.js';
 import { num, type BenchReport, type ResultRow } from './support.js';
 
 /**
@@ -43,48 +41,10 @@ export interface BadInputOptions {
   kafka?: boolean;
 }
 
-const infra = fileURLToPath(new URL('../../infra/kafka/', import.meta.url));
-
-function sh(cmd: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    execFile(cmd, args, { env, timeout: timeoutMs, maxBuffer: 16 * 2 ** 20 }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`${cmd} ${args.join(' ')}: ${err.message}\n${stdout}\n${stderr}`));
-      else resolve(stdout);
-    });
-  });
-}
-
-function portFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.once('error', () => resolve(false));
-    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
-  });
-}
-
 /** $KAFKA_BROKERS, or a broker of our own from infra/kafka (stopped after), or undefined. */
 async function findBroker(log: (l: string) => void): Promise<{ brokers: string[]; stop(): Promise<void> } | undefined> {
-  if (process.env.KAFKA_BROKERS) {
-    log(`  Kafka: KAFKA_BROKERS=${process.env.KAFKA_BROKERS}`);
-    return { brokers: process.env.KAFKA_BROKERS.split(',').map((b) => b.trim()), stop: async () => undefined };
-  }
   try {
-    await sh('bash', [join(infra, 'fetch.sh')], process.env, 600_000);
-    let port = 0;
-    for (let i = 0; i < 50 && port === 0; i++) {
-      const p = 20_000 + Math.floor(Math.random() * 30_000);
-      if (await portFree(p) && await portFree(p + 1)) port = p;
-    }
-    if (port === 0) throw new Error('no free port pair');
-    const dir = mkdtempSync(join(tmpdir(), 'switchyard-bench-junk-'));
-    const out = await sh('bash', [join(infra, 'start.sh'), String(port), dir], { ...process.env, KAFKA_WATCH_PID: String(process.pid) }, 180_000);
-    log(`  Kafka: ${out.trim().split('\n').at(-1)}`);
-    return {
-      brokers: [`127.0.0.1:${port}`],
-      async stop() {
-        try { await sh('bash', [join(infra, 'stop.sh'), dir], process.env, 60_000); } finally { rmSync(dir, { recursive: true, force: true }); }
-      },
-    };
+    return await startBroker(log);
   } catch (e) {
     log(`  Kafka: no broker (${(e as Error).message.split('\n')[0]}); the Kafka surface is skipped`);
     return undefined;

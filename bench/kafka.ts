@@ -1,12 +1,12 @@
-import { execFile, fork, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { fork, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { KafkaClientConfig, KafkaClientResult, PhaseResult, PhaseSpec } from './kafkaClient.js';
 import type { DispatcherConfig, DispatcherWindow } from './kafkaDispatcher.js';
 import { makeKafkaFleet, type Correctness } from './kafkaWorkload.js';
+import { startBroker, type Broker } from './broker.js';
 import { num, type BenchReport, type ResultRow } from './support.js';
 
 /**
@@ -38,62 +38,6 @@ export interface KafkaOptions {
 }
 
 const here = fileURLToPath(new URL('.', import.meta.url));
-const infra = fileURLToPath(new URL('../../infra/kafka/', import.meta.url));
-
-interface Broker {
-  brokers: string[];
-  pid?: number;
-  version: string;
-  stop(): Promise<void>;
-}
-
-function run(cmd: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<string> {
-  return new Promise((resolve, reject) => {
-    execFile(cmd, args, { env, timeout: timeoutMs, maxBuffer: 16 * 2 ** 20 }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`${cmd} ${args.join(' ')} failed: ${err.message}\n${stdout}\n${stderr}`));
-      else resolve(stdout);
-    });
-  });
-}
-
-function portFree(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.once('error', () => resolve(false));
-    s.listen(port, '127.0.0.1', () => s.close(() => resolve(true)));
-  });
-}
-
-/** A free port whose successor (the controller's) is free too. */
-async function freePortPair(): Promise<number> {
-  for (let i = 0; i < 50; i++) {
-    const p = 20_000 + Math.floor(Math.random() * 30_000);
-    if (await portFree(p) && await portFree(p + 1)) return p;
-  }
-  throw new Error('no free port pair for the broker');
-}
-
-async function startBroker(log: (l: string) => void): Promise<Broker> {
-  if (process.env.KAFKA_BROKERS) {
-    return { brokers: process.env.KAFKA_BROKERS.split(',').map((b) => b.trim()), version: 'external (KAFKA_BROKERS)', stop: async () => undefined };
-  }
-  const fetched = await run('bash', [join(infra, 'fetch.sh')], process.env, 600_000);
-  log(`  ${fetched.trim()}`);
-  const dir = mkdtempSync(join(tmpdir(), 'switchyard-bench-kafka-'));
-  const port = await freePortPair();
-  const t0 = performance.now();
-  // The watchdog stops the broker if this process dies without stopping it.
-  const out = await run('bash', [join(infra, 'start.sh'), String(port), dir], { ...process.env, KAFKA_WATCH_PID: String(process.pid) }, 180_000);
-  const version = /kafka (\S+) ready/.exec(out)?.[1] ?? '?';
-  log(`  broker: Kafka ${version} on 127.0.0.1:${port}, data ${dir}, ready in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
-  const pid = Number(readFileSync(join(dir, 'kafka.pid'), 'utf8').trim());
-  return {
-    brokers: [`127.0.0.1:${port}`], pid, version,
-    async stop() {
-      try { await run('bash', [join(infra, 'stop.sh'), dir], process.env, 60_000); } finally { rmSync(dir, { recursive: true, force: true }); }
-    },
-  };
-}
 
 /** CPU ms a process has used (Linux /proc; undefined elsewhere). */
 function procCpuMs(pid: number | undefined): number | undefined {
