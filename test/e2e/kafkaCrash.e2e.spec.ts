@@ -149,16 +149,21 @@ describeKafka('the dispatcher on a Kafka log, killed with SIGKILL', () => {
       for (const id of ids.slice(20)) await f.send(topics.tasks, 't', { id, tenant: 't', source: 'api', type: 'job', requires: ['x'] });
       await waitForHttp(`http://127.0.0.1:${pB}/healthz`, 60_000, standby);
       const takeoverMs = Date.now() - killedAt;
+      process.stdout.write(`failover: the standby answered ${takeoverMs} ms after the leader was killed\n`);
       expect(takeoverMs).toBeLessThan(30_000);
       await waitAllSucceeded(`http://127.0.0.1:${pB}`, ids, 60_000);
       const dup = f.seen.filter((k, i) => f.seen.indexOf(k) !== i);
       expect(dup).toEqual([]);
       // The old leader comes back: it waits as a standby and writes nothing.
       const revived = serve(prefix, pA);
-      await new Promise((r) => setTimeout(r, 3000));
+      // It learns it is not the writer only after the election's busy timeout: wait for it to say so.
+      const until = Date.now() + 30_000;
+      while (!/standing by/.test(revived.output()) && revived.proc.exitCode === null && Date.now() < until) {
+        await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(revived.output()).toMatch(/standing by/);
       expect(revived.proc.exitCode).toBeNull();
       expect(await statusOf(`http://127.0.0.1:${pA}`, ids[0])).toBeUndefined();
-      expect(revived.output()).toMatch(/standing by/);
     } finally {
       await f.stop();
     }
