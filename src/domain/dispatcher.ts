@@ -77,7 +77,7 @@ export function* commandRuns(events: Iterable<DispatchEvent>): Generator<Dispatc
 
 /** The first difference between recorded and re-decided events, if any. */
 export interface Divergence {
-  /** Index in the history of the first event of the diverging run. */
+  /** Where the diverging run starts, as the caller counts the history (`verify`: the stream version). */
   index: number;
   command: Command;
   recorded: DispatchEvent[];

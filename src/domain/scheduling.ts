@@ -113,7 +113,7 @@ function dispatch(s: DispatcherState, now: number): DispatchEvent[] | undefined 
       if (!head) continue;
       const quota = quotaOf(s.policy, tenant.name)?.maxConcurrent;
       if (quota !== undefined && tenant.running >= quota) {
-        if (head.deferred !== 'quota') return [deferred(s, head, tenant, now, { rule: 'quota', running: tenant.running, maxConcurrent: quota })];
+        if (head.deferred !== 'quota') return [deferred(head, now, { rule: 'quota', running: tenant.running, maxConcurrent: quota })];
         continue;
       }
       if (level !== CRITICAL && isOver(s, tenant)) {
@@ -123,7 +123,7 @@ function dispatch(s: DispatcherState, now: number): DispatchEvent[] | undefined 
       const pending = skipped.find((x) => x.task.deferred !== 'fairness');
       if (pending) {
         const f = fairness(s, pending.tenant);
-        return [deferred(s, pending.task, pending.tenant, now, {
+        return [deferred(pending.task, now, {
           rule: 'fairness', share: f.share, target: f.target, deferFactor: s.policy.fairness.deferFactor, window: windowSize(s), servedInstead: tenant.name,
         })];
       }
@@ -135,7 +135,7 @@ function dispatch(s: DispatcherState, now: number): DispatchEvent[] | undefined 
   return undefined;
 }
 
-function deferred(s: DispatcherState, t: TaskRec, _tenant: TenantRec, now: number, why: Why): DispatchEvent {
+function deferred(t: TaskRec, now: number, why: Why): DispatchEvent {
   return { type: 'TaskDeferred', v: 1, at: now, taskId: t.id, why: { ...why, level: priorityAt(t.level) } };
 }
 

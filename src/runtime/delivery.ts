@@ -95,10 +95,5 @@ export function createMailboxes() {
     waiters.clear();
   }
 
-  function pending(agentId: string): number {
-    return boxes.get(agentId)?.length ?? 0;
-  }
-
-  return { deliver, giveBack, poll, closeAll, pending };
+  return { deliver, giveBack, poll, closeAll };
 }
-export type Mailboxes = ReturnType<typeof createMailboxes>;

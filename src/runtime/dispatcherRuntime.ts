@@ -5,6 +5,7 @@ import type { DispatchEvent } from '../domain/events.js';
 import { evolve } from '../domain/evolve.js';
 import { handle } from '../domain/dispatcher.js';
 import type { Policy } from '../domain/policy.js';
+import { NORMAL, priorityAt } from '../domain/priority.js';
 import { fromSnapshot, toSnapshot, type StateSnapshot } from '../domain/snapshot.js';
 import { initialState, type DispatcherState } from '../domain/state.js';
 import { createMailboxes, type Assignment, type Delivery } from './delivery.js';
@@ -47,10 +48,6 @@ export interface CommandSource {
   input?: InputOffset;
   /** Messages to publish if the command is refused (a dead-letter record with the reason). */
   onRefused?: (err: Error) => OutboxMessage[];
-}
-
-export interface CommandOutcome {
-  events: DispatchEvent[];
 }
 
 interface Pending {
@@ -308,7 +305,7 @@ export function assignmentOf(s: DispatcherState, taskId: string, at: number, att
     attempt,
     tenant: spec?.tenant ?? '',
     type: spec?.type ?? '',
-    priority: ['critical', 'high', 'normal', 'low'][t?.level ?? 2],
+    priority: priorityAt(t?.level ?? NORMAL),
     payload: spec?.payload ?? null,
     sessionRef: spec?.sessionRef ?? null,
     deadline: spec?.deadline === undefined ? null : new Date(spec.deadline).toISOString(),

@@ -134,6 +134,13 @@ export function checkAppendArgs(stream: string, expectedVersion: number): void {
   }
 }
 
+/** Argument checks every adapter's `saveSnapshot` makes (the stream itself is checked by the adapter). */
+export function checkSnapshotVersion(snapshot: Snapshot): void {
+  if (!Number.isSafeInteger(snapshot.version) || snapshot.version < 0) {
+    throw new RangeError(`snapshot version must be a non-negative integer, got ${snapshot.version}`);
+  }
+}
+
 export function checkStream(stream: string): void {
   if (typeof stream !== 'string' || stream.length === 0) throw new TypeError('stream must be a non-empty string');
 }

@@ -2,7 +2,6 @@ import { randomUUID } from 'node:crypto';
 import type { DispatchEvent, TaskSpec } from '../domain/events.js';
 import type { AgentReady, Completion, TaskSubmission } from '../domain/inputs.js';
 import { freeSlots, type DispatcherState, type TaskRec } from '../domain/state.js';
-import { PRIORITIES } from '../domain/priority.js';
 import type { CommandSource, DispatcherRuntime } from './dispatcherRuntime.js';
 import { DispatchError } from './errors.js';
 import type { Delivery } from './delivery.js';
@@ -10,8 +9,6 @@ import type { Delivery } from './delivery.js';
 export interface TaskStatusReply {
   id: string;
   status: string;
-  /** Why an admission was refused (quota, shed, unknown dependency). */
-  reason?: string;
 }
 
 /** Turn a validated submission into the task the log records: id given or new, deadline as epoch ms. */
@@ -131,8 +128,4 @@ export function agentView(s: DispatcherState, id: string) {
     completed: a.completed,
     failed: a.failed,
   };
-}
-
-export function priorityName(level: number): string {
-  return PRIORITIES[level];
 }

@@ -6,7 +6,7 @@ import type { EventLog } from '../../runtime/eventLog.js';
 export interface VerifyResult {
   events: number;
   commands: number;
-  divergence?: Divergence & { version: number };
+  divergence?: Divergence;
 }
 
 /**
@@ -29,7 +29,7 @@ export async function verifyStream(log: EventLog, stream: string): Promise<Verif
     const e = se.event;
     if (run.length > 0 && (isInputFact(e) || e.at !== run[run.length - 1].at)) {
       const d = check();
-      if (d) return { events, commands, divergence: { ...d, version: d.index } };
+      if (d) return { events, commands, divergence: d };
     }
     if (run.length === 0) runVersion = se.version;
     run.push(e);
@@ -37,14 +37,14 @@ export async function verifyStream(log: EventLog, stream: string): Promise<Verif
   }
   if (run.length > 0) {
     const d = check();
-    if (d) return { events, commands, divergence: { ...d, version: d.index } };
+    if (d) return { events, commands, divergence: d };
   }
   return { events, commands };
 }
 
 /** Human-readable report of a divergence: the command and the first differing event. */
-export function describeDivergence(d: Divergence & { version: number }): string {
-  const lines = [`first difference in the events from version ${d.version}, re-deciding ${d.command.type} at ${new Date(d.command.at).toISOString()}`];
+export function describeDivergence(d: Divergence): string {
+  const lines = [`first difference in the events from version ${d.index}, re-deciding ${d.command.type} at ${new Date(d.command.at).toISOString()}`];
   if (d.error) lines.push(`  re-deciding threw: ${d.error}`);
   const n = Math.max(d.recorded.length, d.redecided.length);
   for (let i = 0; i < n; i++) {

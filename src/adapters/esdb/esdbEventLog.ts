@@ -81,6 +81,7 @@ import {
   ConcurrencyError,
   WriterBusyError,
   checkAppendArgs,
+  checkSnapshotVersion,
   checkStream,
   type EventLog,
   type OutboxMessage,
@@ -782,9 +783,7 @@ export function getEsdbEventLog(options: EsdbEventLogOptions): EventLog {
       assertOpen();
       assertWritable('save a snapshot');
       checkEsdbStream(stream);
-      if (!Number.isSafeInteger(snapshot.version) || snapshot.version < 0) {
-        throw new RangeError(`snapshot version must be a non-negative integer, got ${snapshot.version}`);
-      }
+      checkSnapshotVersion(snapshot);
       const name = snapshotsOf(stream);
       const raw = Buffer.from(snapshot.data, 'utf8');
       const packed = gzipSync(raw);

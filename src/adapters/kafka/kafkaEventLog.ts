@@ -13,6 +13,7 @@ import {
   ConcurrencyError,
   WriterBusyError,
   checkAppendArgs,
+  checkSnapshotVersion,
   checkStream,
   type AppendExtras,
   type EventLog,
@@ -861,9 +862,7 @@ export function getKafkaEventLog(options: KafkaEventLogOptions): EventLog {
       assertOpen();
       assertWritable('save a snapshot');
       checkStream(stream);
-      if (!Number.isSafeInteger(snapshot.version) || snapshot.version < 0) {
-        throw new RangeError(`snapshot version must be a non-negative integer, got ${snapshot.version}`);
-      }
+      checkSnapshotVersion(snapshot);
       if (typeof snapshot.data !== 'string') throw new TypeError('snapshot data must be a string');
       await ensureSnapshotTopic();
       // Where the log can be read from to replay after the snapshot: the offset of the event at

@@ -8,6 +8,7 @@ import {
   ConcurrencyError,
   WriterBusyError,
   checkAppendArgs,
+  checkSnapshotVersion,
   checkStream,
   type EventLog,
   type OutboxMessage,
@@ -270,9 +271,7 @@ export function getSqliteEventLog(options: SqliteEventLogOptions): EventLog {
       assertOpen();
       assertWritable('save a snapshot');
       checkStream(stream);
-      if (!Number.isSafeInteger(snapshot.version) || snapshot.version < 0) {
-        throw new RangeError(`snapshot version must be a non-negative integer, got ${snapshot.version}`);
-      }
+      checkSnapshotVersion(snapshot);
       upsertSnapshot!.run(stream, snapshot.version, snapshot.data, Date.now());
     },
 
