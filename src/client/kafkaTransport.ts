@@ -1,7 +1,7 @@
 import type { Consumer, Producer } from 'kafkajs';
 import type { Delivery } from '../runtime/delivery.js';
 import { createKafka, topicNames } from '../adapters/kafka/topics.js';
-import { ensureTopics } from '../adapters/kafka/ensureTopics.js';
+import { ASSIGNMENT_MAX_MESSAGE_BYTES, ensureTopics } from '../adapters/kafka/ensureTopics.js';
 import type { AgentTransport } from './agentCore.js';
 
 /**
@@ -29,7 +29,8 @@ export function kafkaTransport(brokers: string[], agentId: string, prefix?: stri
     leave: () => send({ kind: 'leave' }),
     async receive(onDelivery, signal) {
       const topic = topics.assignments(agentId);
-      await ensureTopics(kafka, [topic]);
+      // Created with room for large assignments; raising an existing one is the dispatcher's job.
+      await ensureTopics(kafka, [topic], { maxMessageBytes: ASSIGNMENT_MAX_MESSAGE_BYTES, raiseExisting: false });
       await consumer.connect();
       await consumer.subscribe({ topics: [topic], fromBeginning: true });
       await consumer.run({ eachMessage: async ({ message }) => { if (message.value) onDelivery(JSON.parse(message.value.toString('utf8')) as Delivery); } });

@@ -7,6 +7,7 @@ import { pino } from 'pino';
 import { afterEach, expect, it } from 'vitest';
 import { startServer, type RunningServer } from '../../src/adapters/cli/startServer.js';
 import { getKafkaEventLog } from '../../src/adapters/kafka/kafkaEventLog.js';
+import { ASSIGNMENT_MAX_MESSAGE_BYTES } from '../../src/adapters/kafka/ensureTopics.js';
 import { topicNames, type TopicNames } from '../../src/adapters/kafka/topics.js';
 import { getSqliteEventLog } from '../../src/adapters/log/sqliteEventLog.js';
 import { parsePolicy } from '../../src/domain/policy.js';
@@ -167,5 +168,33 @@ describeKafka.each(backends)('dispatch over Kafka topics only, on %s', (_name, o
     // requires ⊆ capabilities on every assignment.
     for (const r of raw.received) if (r.taskId === 'needs-y') expect(r.agentId).toBe('a2');
     expect(fatal).toEqual([]);
+  }, 90_000);
+
+  it('delivers assignments near the intake limit, several to one agent in one commit, to a topic the agent made with the broker default', async () => {
+    const { topics, raw, fatal, server: srv } = await start();
+    // The agent's consumer creates its topic first, with the broker's 1 MiB max.message.bytes.
+    await raw.agent(topics, 'big');
+    // Each record fits the tasks topic (1 MiB). Queued before the agent is ready, the three are
+    // assigned by one decision, in one commit: a 2.4 MB record batch to one topic, which the
+    // broker refused whole, and the dispatcher stopped.
+    const payload = { blob: 'p'.repeat(800 * 1024) };
+    for (const id of ['big-1', 'big-2', 'big-3']) {
+      await raw.send(topics.tasks, [{ id, tenant: 't1', source: 'api', type: 'job', requires: ['x'], payload }], 't1');
+    }
+    await waitUntil(() => srv.runtime.state.readyAt.reduce((a, b) => a + b, 0) === 3, 30_000, () => 'three large tasks queued');
+    await raw.send(topics.agents, [{ kind: 'ready', agentId: 'big', capabilities: ['x'], capacity: 3 }], 'big');
+    await waitUntil(() => raw.received.length >= 3 || fatal.length > 0, 60_000, () => `${raw.received.length} of 3 large assignments`);
+    expect(fatal).toEqual([]);
+    expect(raw.received.map((r) => r.taskId).sort()).toEqual(['big-1', 'big-2', 'big-3']);
+
+    // The dispatcher raised the agent's topic to room for large assignments.
+    const admin = raw.kafka.admin();
+    await admin.connect();
+    try {
+      const described = await admin.describeConfigs({ includeSynonyms: false, resources: [{ type: kafkajs.ConfigResourceTypes.TOPIC, name: topics.assignments('big'), configNames: ['max.message.bytes'] }] });
+      expect(Number(described.resources[0].configEntries[0].configValue)).toBe(ASSIGNMENT_MAX_MESSAGE_BYTES);
+    } finally {
+      await admin.disconnect();
+    }
   }, 90_000);
 });

@@ -5,6 +5,7 @@ import type { DispatcherState } from '../../domain/state.js';
 import type { Cancellation } from '../../runtime/delivery.js';
 import { assignmentOf } from '../../runtime/dispatcherRuntime.js';
 import type { EventLog, OutboxMessage } from '../../runtime/eventLog.js';
+import { ASSIGNMENT_MAX_MESSAGE_BYTES, chunkTopicMessages, ensureTopics } from './ensureTopics.js';
 import { createKafka, type TopicNames } from './topics.js';
 
 /**
@@ -36,6 +37,8 @@ export function createOutboxRelay(o: { log: EventLog; brokers: string[]; logger:
   const kafka = createKafka(o.brokers, 'switchyard-outbox');
   const producer: Producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: true });
   const batch = o.batch ?? 500;
+  /** Topics made ready for large messages by this relay (once each). */
+  const readyTopics = new Set<string>();
   let running = false;
   let again = false;
   let closed = false;
@@ -51,13 +54,14 @@ export function createOutboxRelay(o: { log: EventLog; brokers: string[]; logger:
           if (closed) return;
           const pending = await o.log.readOutbox!(batch);
           if (pending.length === 0) break;
-          const byTopic = new Map<string, { key: string; value: string | Buffer; headers?: Record<string, string> }[]>();
-          for (const m of pending) {
-            const list = byTopic.get(m.topic) ?? [];
-            list.push({ key: m.key, value: m.value, headers: m.headers });
-            byTopic.set(m.topic, list);
+          const fresh = [...new Set(pending.map((m) => m.topic))].filter((t) => !readyTopics.has(t));
+          if (fresh.length > 0) {
+            await ensureTopics(kafka, fresh, { maxMessageBytes: ASSIGNMENT_MAX_MESSAGE_BYTES, logger: o.logger });
+            for (const t of fresh) readyTopics.add(t);
           }
-          await producer.sendBatch({ acks: -1, topicMessages: [...byTopic].map(([topic, messages]) => ({ topic, messages })) });
+          // In order, in requests small enough that no record batch outgrows its topic's limit.
+          const messages = pending.map((m) => ({ topic: m.topic, message: { key: m.key, value: m.value, headers: m.headers } }));
+          for (const topicMessages of chunkTopicMessages(messages)) await producer.sendBatch({ acks: -1, topicMessages });
           await o.log.markRelayed!(pending.map((m) => m.id));
           if (pending.length < batch) break;
         }

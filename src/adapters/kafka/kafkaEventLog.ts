@@ -25,6 +25,7 @@ import {
   type WriterLease,
 } from '../../runtime/eventLog.js';
 import { createKafka, DEFAULT_PREFIX, topicNames } from './topics.js';
+import { ASSIGNMENT_MAX_MESSAGE_BYTES, chunkTopicMessages, raiseMaxMessageBytes } from './ensureTopics.js';
 
 // kafkajs is CommonJS: Node's ESM loader finds only some of its exports by name.
 const { AssignerProtocol, CompressionTypes, ConfigResourceTypes, Partitioners } = kafkajs;
@@ -255,8 +256,18 @@ export function getKafkaEventLog(options: KafkaEventLogOptions): EventLog {
     'segment.ms': '3600000',
     'min.cleanable.dirty.ratio': '0.1',
   }, { onePartition: false });
+  /** Assignment topics, with room for large assignments (see ASSIGNMENT_MAX_MESSAGE_BYTES): a refused one would fail every append. */
   const ensureOutboxTopics = async (topics: Iterable<string>): Promise<void> => {
-    for (const topic of new Set(topics)) await ensureTopic(topic, {}, { onePartition: false });
+    for (const topic of new Set(topics)) {
+      if (knownTopics.has(topic)) continue;
+      await ensureTopic(topic, { 'max.message.bytes': String(ASSIGNMENT_MAX_MESSAGE_BYTES) }, { onePartition: false });
+      // An agent or an operator may have made it first, with the broker's smaller default.
+      try {
+        await raiseMaxMessageBytes(await admin(), topic, ASSIGNMENT_MAX_MESSAGE_BYTES);
+      } catch (e) {
+        process.emitWarning(`could not raise max.message.bytes of ${topic} to ${ASSIGNMENT_MAX_MESSAGE_BYTES}: ${(e as Error).message}; larger assignments to it will fail their append`);
+      }
+    }
   };
 
   // --- anchors: where in a topic a version is -----------------------------------------------
@@ -511,7 +522,8 @@ export function getKafkaEventLog(options: KafkaEventLogOptions): EventLog {
           const sent = await tx.send({ topic: w.topic, acks: -1, messages: chunk });
           lastOffset = baseOffsetOf(sent, w.topic) + chunk.length - 1;
         }
-        if (outbox.length > 0) await tx.sendBatch({ acks: -1, topicMessages: outboxMessages(outbox) });
+        // In requests small enough that no record batch outgrows its topic's max.message.bytes.
+        for (const topicMessages of outboxRequests(outbox)) await tx.sendBatch({ acks: -1, topicMessages });
         for (const [groupId, topics] of offsetsByGroup(inputs)) await tx.sendOffsets({ consumerGroupId: groupId, topics });
         await options.beforeCommit?.(stream);
         committing = true;
@@ -1075,14 +1087,8 @@ function baseOffsetOf(sent: RecordMetadata[], topic: string): number {
   return Number(meta?.baseOffset ?? NaN);
 }
 
-function outboxMessages(outbox: readonly OutboxMessage[]): { topic: string; messages: Message[] }[] {
-  const byTopic = new Map<string, Message[]>();
-  for (const m of outbox) {
-    let list = byTopic.get(m.topic);
-    if (!list) byTopic.set(m.topic, (list = []));
-    list.push({ key: m.key, value: m.value, ...(m.headers ? { headers: { ...m.headers } } : {}) });
-  }
-  return [...byTopic].map(([topic, messages]) => ({ topic, messages }));
+function outboxRequests(outbox: readonly OutboxMessage[]): { topic: string; messages: Message[] }[][] {
+  return chunkTopicMessages(outbox.map((m) => ({ topic: m.topic, message: { key: m.key, value: m.value, ...(m.headers ? { headers: { ...m.headers } } : {}) } })));
 }
 
 function offsetsByGroup(inputs: readonly InputOffset[]): Map<string, { topic: string; partitions: { partition: number; offset: string }[] }[]> {

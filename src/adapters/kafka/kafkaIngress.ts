@@ -1,4 +1,4 @@
-import kafkajs, { type Consumer, type KafkaMessage } from 'kafkajs';
+import type { Consumer, KafkaMessage } from 'kafkajs';
 import type { Logger } from 'pino';
 import { DomainError } from '../../domain/errors.js';
 import { AgentMessageSchema, TaskSubmissionSchema, fieldIssues, type FieldIssue } from '../../domain/inputs.js';
@@ -22,7 +22,6 @@ export interface KafkaIngressOptions {
   shard?: string;
 }
 
-const { ConfigResourceTypes } = kafkajs;
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /**
@@ -125,39 +124,12 @@ export function createKafkaIngress(o: KafkaIngressOptions) {
     }
   }
 
-  /** Create the dead-letter topic with room for large dead letters; an existing one that has less is only warned about. */
-  async function ensureDeadLetterTopic(): Promise<void> {
-    const admin = kafka.admin();
-    await admin.connect();
-    try {
-      const want = String(DEAD_LETTER_MAX_MESSAGE_BYTES);
-      const created = await admin.createTopics({
-        topics: [{ topic: topics.deadLetter, numPartitions: 1, configEntries: [{ name: 'max.message.bytes', value: want }] }],
-        waitForLeaders: true,
-      }).catch(async (e: unknown) => {
-        // Another client created it first: fine, as long as it exists now.
-        if (!(await admin.listTopics()).includes(topics.deadLetter)) throw e;
-        return false;
-      });
-      if (created) return;
-      const described = await admin.describeConfigs({
-        includeSynonyms: false, resources: [{ type: ConfigResourceTypes.TOPIC, name: topics.deadLetter, configNames: ['max.message.bytes'] }],
-      });
-      const has = Number(described.resources[0]?.configEntries.find((c) => c.configName === 'max.message.bytes')?.configValue);
-      if (Number.isFinite(has) && has < DEAD_LETTER_MAX_MESSAGE_BYTES) {
-        o.logger.warn({ topic: topics.deadLetter, maxMessageBytes: has, want: DEAD_LETTER_MAX_MESSAGE_BYTES },
-          'the dead-letter topic exists with a smaller max.message.bytes: a batch of large dead letters can fail its commit');
-      }
-    } finally {
-      await admin.disconnect();
-    }
-  }
-
   return {
     groupId,
     stats: () => ({ records, deadLettered }),
     async start(): Promise<void> {
-      await ensureDeadLetterTopic();
+      // Room for large dead letters; an existing topic with less is raised.
+      await ensureTopics(kafka, [topics.deadLetter], { maxMessageBytes: DEAD_LETTER_MAX_MESSAGE_BYTES, logger: o.logger });
       await ensureTopics(kafka, [topics.tasks, topics.agents]);
       await consumer.connect();
       await consumer.subscribe({ topics: [topics.tasks, topics.agents], fromBeginning: true });
