@@ -30,7 +30,15 @@ export interface StateSnapshot {
   agents: AgentSnap[];
   tasks: TaskSnap[];
   sessions: [string, string][];
-  window: [number, string][];
+  /**
+   * The fairness window, one dispatch per entry, oldest first, packed: it holds every dispatch of
+   * the last `fairness.windowMs` (3.6M at 1,000/s over the default hour), so `[at, tenant]` pairs
+   * made it most of a large snapshot. `dt` is each dispatch's time minus the one before (the first
+   * minus 0), `tenant` an index into `tenants`.
+   */
+  windowPacked?: { tenants: string[]; dt: number[]; tenant: number[] };
+  /** The window as `[at, tenant]` pairs: snapshots written before `windowPacked`. */
+  window?: [number, string][];
   /**
    * Sum of the active tenants' weights as the state accumulated it. Floating-point addition is not
    * associative, so a fresh sum can differ in the last bit and flip a fairness decision at its limit.
@@ -58,8 +66,17 @@ export function toSnapshot(s: DispatcherState): StateSnapshot {
       holdAgent: t.holdAgent, holdUntil: t.holdUntil === Infinity ? null : t.holdUntil, admitted: t.admitted, doneBy: t.doneBy,
     });
   }
-  const window: [number, string][] = [];
-  for (let i = s.windowHead; i < s.windowAt.length; i++) window.push([s.windowAt[i], s.windowTenant[i]]);
+  const windowPacked = { tenants: [] as string[], dt: [] as number[], tenant: [] as number[] };
+  const index = new Map<string, number>();
+  let prev = 0;
+  for (let i = s.windowHead; i < s.windowAt.length; i++) {
+    const name = s.windowTenant[i];
+    let k = index.get(name);
+    if (k === undefined) { k = windowPacked.tenants.push(name) - 1; index.set(name, k); }
+    windowPacked.dt.push(s.windowAt[i] - prev);
+    windowPacked.tenant.push(k);
+    prev = s.windowAt[i];
+  }
   return {
     format: 1,
     policy: s.policy,
@@ -72,7 +89,7 @@ export function toSnapshot(s: DispatcherState): StateSnapshot {
     })),
     tasks,
     sessions: [...s.sessions.entries()],
-    window,
+    windowPacked,
     activeWeight: s.activeWeight,
     finished: s.finishedQ.slice(s.finishedHead).filter((t) => s.tasks.get(t.id) === t).map((t) => t.id),
   };
@@ -90,7 +107,14 @@ export function fromSnapshot(snap: StateSnapshot): DispatcherState {
     s.seen.update(a);
     if (!x.alive) markDead(s, a);
   }
-  for (const [at, tenant] of snap.window) countDispatch(s, tenantOf(s, tenant), at);
+  if (snap.windowPacked) {
+    const w = snap.windowPacked;
+    const tenants = w.tenants.map((name) => tenantOf(s, name));
+    let at = 0;
+    for (let i = 0; i < w.dt.length; i++) countDispatch(s, tenants[w.tenant[i]], (at += w.dt[i]));
+  } else {
+    for (const [at, tenant] of snap.window ?? []) countDispatch(s, tenantOf(s, tenant), at);
+  }
   const holds: [TaskRec, string, number | undefined][] = [];
   for (const x of snap.tasks) {
     const t = newTask(s, x.spec, priorityAt(x.base), x.submittedAt);

@@ -199,6 +199,9 @@ export async function createDispatcherRuntime(o: RuntimeOptions) {
         else p.resolve(p.result);
       }
       if (sinceSnapshot >= snapshotEvery) {
+        // The answers above go out first: serializing a snapshot holds the thread for a while
+        // (hundreds of ms for a large state), and they are already durable.
+        await new Promise<void>((resolve) => setImmediate(resolve));
         // A failed snapshot costs restart time, not data: the log has everything. Try again later.
         try { await snapshot(); } catch (err) { logger.warn({ err }, 'snapshot failed'); sinceSnapshot = 0; }
       }

@@ -81,6 +81,22 @@ describe('snapshots', () => {
     expect(toSnapshot(restored)).toEqual(toSnapshot(original));
   });
 
+  it('packs the fairness window, and still restores snapshots that hold it as [at, tenant] pairs', () => {
+    const original = busyHistory().state;
+    const snap = toSnapshot(original);
+    const w = snap.windowPacked!;
+    expect(w.dt.length).toBeGreaterThan(0);
+    // The older shape of the same window.
+    let t = 0;
+    const pairs = w.dt.map((dt, i): [number, string] => [(t += dt), w.tenants[w.tenant[i]]]);
+    expect(pairs.map(([at]) => at)).toEqual(original.windowAt.slice(original.windowHead));
+    const older = { ...snap, windowPacked: undefined, window: pairs };
+    const restored = fromSnapshot(JSON.parse(JSON.stringify(older)) as StateSnapshot);
+
+    expect(toSnapshot(restored)).toEqual(snap);
+    expect(play(restored, continuation)).toEqual(play(original, continuation));
+  });
+
   it('covers every waiting place in the scenario it is tested with', () => {
     const s = busyHistory().state;
     const places = new Set([...s.tasks.values()].map((t) => t.wait));
