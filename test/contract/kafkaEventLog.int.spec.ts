@@ -10,6 +10,7 @@ import kafkajs, { type Admin, type Consumer, type Kafka, type KafkaMessage } fro
 import ts from 'typescript';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { getKafkaEventLog, type KafkaEventLogOptions } from '../../src/adapters/kafka/kafkaEventLog.js';
+import { ASSIGNMENT_MAX_MESSAGE_BYTES } from '../../src/adapters/kafka/ensureTopics.js';
 import { createKafka, topicNames, topicPart } from '../../src/adapters/kafka/topics.js';
 import { ConcurrencyError, WriterBusyError, type EventLog, type WriterLease } from '../../src/runtime/eventLog.js';
 import { describeKafka, requireKafkaBrokers } from '../setup/kafka.js';
@@ -273,6 +274,40 @@ describeKafka('kafka event log', () => {
       expect(await committedOffset(groupId, input)).toBe('7');
       expect(await reader.version(stream)).toBe(3);
     });
+
+    it('commits appends that carry only input offsets back to back (AddOffsetsToTxn meets CONCURRENT_TRANSACTIONS while the last commit is completed)', async () => {
+      // Found by the chaos campaign: agents' heartbeats decide nothing, so their offsets were
+      // committed by appends with no events, whose first call to the coordinator is
+      // AddOffsetsToTxn. kafkajs does not retry its CONCURRENT_TRANSACTIONS, and the dispatcher stopped.
+      const input = topicNames(prefix).tasks;
+      const groupId = `${prefix}.offsets-only`;
+      await admin.createTopics({ topics: [{ topic: input, numPartitions: 1 }], waitForLeaders: true });
+      const log = openLog();
+      let version = await log.append(stream, workload(1), 0);
+      for (let i = 1; i <= 150; i++) {
+        version = await log.append(stream, [], version, { inputs: [{ groupId, topic: input, partition: 0, offset: String(i) }] });
+      }
+      expect(version).toBe(1);
+      expect(await committedOffset(groupId, input)).toBe('150');
+    }, 120_000);
+
+    it('makes all of an append\'s new assignment topics at once, with room for large messages, and raises the ones agents made first', async () => {
+      const names = topicNames(prefix);
+      const agents = Array.from({ length: 60 }, (_, i) => `agent-${i}`);
+      // Ten agents made their topics first, with the broker's default max.message.bytes.
+      await admin.createTopics({ topics: agents.slice(0, 10).map((a) => ({ topic: names.assignments(a), numPartitions: 1 })), waitForLeaders: true });
+      const log = openLog();
+      const outbox = agents.map((a) => ({ topic: names.assignments(a), key: `t-${a}`, value: JSON.stringify({ kind: 'assignment', taskId: `t-${a}` }) }));
+      expect(await log.append(stream, workload(1), 0, { outbox })).toBe(1);
+
+      const described = await admin.describeConfigs({
+        includeSynonyms: false,
+        resources: agents.map((a) => ({ type: ConfigResourceTypes.TOPIC, name: names.assignments(a), configNames: ['max.message.bytes'] })),
+      });
+      expect(described.resources.map((r) => Number(r.configEntries[0].configValue))).toEqual(agents.map(() => ASSIGNMENT_MAX_MESSAGE_BYTES));
+      const last = await consume(names.assignments('agent-59'));
+      await waitFor(() => last.messages.length === 1, 'the last agent\'s assignment');
+    }, 120_000);
 
     it('fences a writer mid-transaction: its commit fails with ConcurrencyError and none of its events, outbox messages or offsets appear', async () => {
       const names = topicNames(prefix);

@@ -1,5 +1,4 @@
 import kafkajs, { type Admin, type Kafka, type Message } from 'kafkajs';
-import type { Logger } from 'pino';
 
 // kafkajs is CommonJS: Node's ESM loader finds only some of its exports by name.
 const { ConfigResourceTypes, ConfigSource } = kafkajs;
@@ -38,7 +37,13 @@ export interface EnsureTopicsOptions {
    * Where a refused raise (no permission to alter configs) is reported as a warning; without it
    * the refusal is thrown.
    */
-  logger?: Logger;
+  logger?: TopicLogger;
+}
+
+/** What topic set-up reports to: a pino logger, or anything with the same two methods. */
+export interface TopicLogger {
+  info(detail: object, message: string): void;
+  warn(detail: object, message: string): void;
 }
 
 /**
@@ -49,56 +54,68 @@ export async function ensureTopics(kafka: Kafka, topics: readonly string[], opti
   const admin = kafka.admin();
   await admin.connect();
   try {
-    const wanted = [...new Set(topics)];
-    const existing = new Set(await admin.listTopics());
-    const missing = wanted.filter((t) => !existing.has(t));
-    if (missing.length > 0) {
-      const configEntries = options.maxMessageBytes ? [{ name: 'max.message.bytes', value: String(options.maxMessageBytes) }] : undefined;
-      try {
-        await admin.createTopics({ topics: missing.map((topic) => ({ topic, numPartitions: options.numPartitions ?? 1, configEntries })), waitForLeaders: true });
-      } catch (e) {
-        // Another client created one first: fine, as long as they all exist now.
-        const now = new Set(await admin.listTopics());
-        if (missing.some((t) => !now.has(t))) throw e;
-        for (const t of missing) existing.add(t);
-      }
-    }
-    if (options.maxMessageBytes && options.raiseExisting !== false) {
-      // Topics made by someone else (an agent, an operator, auto-creation) may have less room.
-      for (const topic of wanted.filter((t) => existing.has(t))) {
-        try {
-          const had = await raiseMaxMessageBytes(admin, topic, options.maxMessageBytes);
-          if (had !== undefined) options.logger?.info({ topic, from: had, to: options.maxMessageBytes }, 'raised the topic\'s max.message.bytes');
-        } catch (err) {
-          if (!options.logger) throw err;
-          options.logger.warn({ err, topic, want: options.maxMessageBytes },
-            'could not raise the topic\'s max.message.bytes: messages larger than its limit will be refused');
-        }
-      }
-    }
+    await ensureTopicsWith(admin, topics, options);
   } finally {
     await admin.disconnect();
   }
 }
 
+/** {@link ensureTopics} with an admin client that is already connected (and stays so). */
+export async function ensureTopicsWith(admin: Admin, topics: readonly string[], options: EnsureTopicsOptions = {}): Promise<void> {
+  const wanted = [...new Set(topics)];
+  const existing = new Set(await admin.listTopics());
+  const missing = wanted.filter((t) => !existing.has(t));
+  /** Topics this call created, with the settings asked for. */
+  let created = new Set<string>();
+  if (missing.length > 0) {
+    const configEntries = options.maxMessageBytes ? [{ name: 'max.message.bytes', value: String(options.maxMessageBytes) }] : undefined;
+    try {
+      // false: another client created them all first.
+      if (await admin.createTopics({ topics: missing.map((topic) => ({ topic, numPartitions: options.numPartitions ?? 1, configEntries })), waitForLeaders: true })) {
+        created = new Set(missing);
+      }
+    } catch (e) {
+      // Another client created some first: fine, as long as they all exist now.
+      const now = new Set(await admin.listTopics());
+      if (missing.some((t) => !now.has(t))) throw e;
+    }
+  }
+  if (options.maxMessageBytes && options.raiseExisting !== false) {
+    // Topics made by someone else (an agent, an operator, auto-creation) may have less room.
+    const before = wanted.filter((t) => !created.has(t));
+    try {
+      const raised = await raiseMaxMessageBytes(admin, before, options.maxMessageBytes);
+      for (const [topic, from] of raised) options.logger?.info({ topic, from, to: options.maxMessageBytes }, 'raised the topic\'s max.message.bytes');
+    } catch (err) {
+      if (!options.logger) throw err;
+      options.logger.warn({ err, topics: before, want: options.maxMessageBytes },
+        'could not raise max.message.bytes: messages larger than a topic\'s limit will be refused');
+    }
+  }
+}
+
 /**
- * Raise a topic's max.message.bytes to at least `want`. AlterConfigs replaces all of a topic's
- * own settings, so the ones it has (retention, compaction, …) are sent back with the new value.
- * Returns the value it had when it was raised, undefined when it already had enough.
+ * Raise the max.message.bytes of topics to at least `want`, with one describe and one alter for
+ * all of them. AlterConfigs replaces all of a topic's own settings, so the ones it has (retention,
+ * compaction, …) are sent back with the new value. Returns the topics it raised, with the value
+ * each had.
  */
-export async function raiseMaxMessageBytes(admin: Admin, topic: string, want: number): Promise<number | undefined> {
-  const described = await admin.describeConfigs({ includeSynonyms: false, resources: [{ type: ConfigResourceTypes.TOPIC, name: topic }] });
-  const entries = described.resources[0]?.configEntries ?? [];
-  const has = Number(entries.find((c) => c.configName === 'max.message.bytes')?.configValue);
-  if (!Number.isFinite(has) || has >= want) return undefined;
-  const own = entries
-    .filter((c) => c.configSource === ConfigSource.TOPIC_CONFIG && c.configName !== 'max.message.bytes' && c.configValue !== null)
-    .map((c) => ({ name: c.configName, value: c.configValue }));
-  await admin.alterConfigs({
-    validateOnly: false,
-    resources: [{ type: ConfigResourceTypes.TOPIC, name: topic, configEntries: [...own, { name: 'max.message.bytes', value: String(want) }] }],
-  });
-  return has;
+export async function raiseMaxMessageBytes(admin: Admin, topics: readonly string[], want: number): Promise<Map<string, number>> {
+  const raised = new Map<string, number>();
+  if (topics.length === 0) return raised;
+  const described = await admin.describeConfigs({ includeSynonyms: false, resources: topics.map((name) => ({ type: ConfigResourceTypes.TOPIC, name })) });
+  const resources: { type: number; name: string; configEntries: { name: string; value: string }[] }[] = [];
+  for (const r of described.resources) {
+    const has = Number(r.configEntries.find((c) => c.configName === 'max.message.bytes')?.configValue);
+    if (!Number.isFinite(has) || has >= want) continue;
+    const own = r.configEntries
+      .filter((c) => c.configSource === ConfigSource.TOPIC_CONFIG && c.configName !== 'max.message.bytes' && c.configValue !== null)
+      .map((c) => ({ name: c.configName, value: c.configValue }));
+    resources.push({ type: ConfigResourceTypes.TOPIC, name: r.resourceName, configEntries: [...own, { name: 'max.message.bytes', value: String(want) }] });
+    raised.set(r.resourceName, has);
+  }
+  if (resources.length > 0) await admin.alterConfigs({ validateOnly: false, resources });
+  return raised;
 }
 
 /** A message's size as a produce request counts it, near enough: value, key, headers, and the record's own overhead. */

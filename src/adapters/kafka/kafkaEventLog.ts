@@ -25,7 +25,7 @@ import {
   type WriterLease,
 } from '../../runtime/eventLog.js';
 import { createKafka, DEFAULT_PREFIX, topicNames } from './topics.js';
-import { ASSIGNMENT_MAX_MESSAGE_BYTES, chunkTopicMessages, raiseMaxMessageBytes } from './ensureTopics.js';
+import { ASSIGNMENT_MAX_MESSAGE_BYTES, chunkTopicMessages, ensureTopicsWith, type TopicLogger } from './ensureTopics.js';
 
 // kafkajs is CommonJS: Node's ESM loader finds only some of its exports by name.
 const { AssignerProtocol, CompressionTypes, ConfigResourceTypes, Partitioners } = kafkajs;
@@ -257,17 +257,16 @@ export function getKafkaEventLog(options: KafkaEventLogOptions): EventLog {
     'min.cleanable.dirty.ratio': '0.1',
   }, { onePartition: false });
   /** Assignment topics, with room for large assignments (see ASSIGNMENT_MAX_MESSAGE_BYTES): a refused one would fail every append. */
+  /**
+   * Assignment topics, with room for large assignments (see ASSIGNMENT_MAX_MESSAGE_BYTES): a
+   * refused one would fail every append. All of a batch's new topics at once (200 new agents
+   * are one create, one describe and one alter, not 600 round trips inside the writer's commit).
+   */
   const ensureOutboxTopics = async (topics: Iterable<string>): Promise<void> => {
-    for (const topic of new Set(topics)) {
-      if (knownTopics.has(topic)) continue;
-      await ensureTopic(topic, { 'max.message.bytes': String(ASSIGNMENT_MAX_MESSAGE_BYTES) }, { onePartition: false });
-      // An agent or an operator may have made it first, with the broker's smaller default.
-      try {
-        await raiseMaxMessageBytes(await admin(), topic, ASSIGNMENT_MAX_MESSAGE_BYTES);
-      } catch (e) {
-        process.emitWarning(`could not raise max.message.bytes of ${topic} to ${ASSIGNMENT_MAX_MESSAGE_BYTES}: ${(e as Error).message}; larger assignments to it will fail their append`);
-      }
-    }
+    const fresh = [...new Set(topics)].filter((t) => !knownTopics.has(t));
+    if (fresh.length === 0) return;
+    await ensureTopicsWith(await admin(), fresh, { maxMessageBytes: ASSIGNMENT_MAX_MESSAGE_BYTES, logger: warnings });
+    for (const t of fresh) knownTopics.add(t);
   };
 
   // --- anchors: where in a topic a version is -----------------------------------------------
@@ -524,7 +523,9 @@ export function getKafkaEventLog(options: KafkaEventLogOptions): EventLog {
         }
         // In requests small enough that no record batch outgrows its topic's max.message.bytes.
         for (const topicMessages of outboxRequests(outbox)) await tx.sendBatch({ acks: -1, topicMessages });
-        for (const [groupId, topics] of offsetsByGroup(inputs)) await tx.sendOffsets({ consumerGroupId: groupId, topics });
+        for (const [groupId, topics] of offsetsByGroup(inputs)) {
+          await retryConcurrentTransactions(() => tx.sendOffsets({ consumerGroupId: groupId, topics }));
+        }
         await options.beforeCommit?.(stream);
         committing = true;
         await tx.commit();
@@ -1087,6 +1088,12 @@ function baseOffsetOf(sent: RecordMetadata[], topic: string): number {
   return Number(meta?.baseOffset ?? NaN);
 }
 
+/** This adapter has no logger: what topic set-up reports goes to process warnings. */
+const warnings: TopicLogger = {
+  info: () => undefined,
+  warn: (detail, message) => { process.emitWarning(`${message} ${JSON.stringify(detail, (k, v: unknown) => (v instanceof Error ? v.message : v))}`); },
+};
+
 function outboxRequests(outbox: readonly OutboxMessage[]): { topic: string; messages: Message[] }[][] {
   return chunkTopicMessages(outbox.map((m) => ({ topic: m.topic, message: { key: m.key, value: m.value, ...(m.headers ? { headers: { ...m.headers } } : {}) } })));
 }
@@ -1132,6 +1139,27 @@ function chain(error: unknown): KafkaishError[] {
 /** Fencing error types and codes: INVALID_PRODUCER_EPOCH 47, INVALID_TXN_STATE 48, INVALID_PRODUCER_ID_MAPPING 49, PRODUCER_FENCED 90. */
 const FENCING_TYPES = new Set(['INVALID_PRODUCER_EPOCH', 'INVALID_TXN_STATE', 'INVALID_PRODUCER_ID_MAPPING', 'PRODUCER_FENCED']);
 const FENCING_CODES = new Set([47, 48, 49, 90]);
+
+/**
+ * Run a transaction step again while the coordinator answers CONCURRENT_TRANSACTIONS (51): the
+ * previous transaction's commit is decided, but its markers are still being written. kafkajs
+ * retries that answer for the AddPartitionsToTxn of a send, but not for the AddOffsetsToTxn of
+ * sendOffsets; an append that carries only input offsets (agent heartbeats that decide nothing)
+ * begins with it, so right after a commit it failed, and the dispatcher stopped. AddOffsetsToTxn
+ * is idempotent, and a failed one leaves the transaction as it was.
+ */
+export async function retryConcurrentTransactions<T>(step: () => Promise<T>, attempts = 30): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await step();
+    } catch (error) {
+      const concurrent = chain(error).some((e) => e.type === 'CONCURRENT_TRANSACTIONS' || e.code === 51);
+      if (!concurrent || attempt >= attempts) throw error;
+      // 10 ms, doubling to at most 500 ms: about 10 s in all, the markers take milliseconds.
+      await new Promise((resolve) => setTimeout(resolve, Math.min(500, 10 * 2 ** (attempt - 1))));
+    }
+  }
+}
 
 function isFencing(error: unknown): boolean {
   return chain(error).some((e) => (e.type !== undefined && FENCING_TYPES.has(e.type)) || (e.code !== undefined && FENCING_CODES.has(e.code)));

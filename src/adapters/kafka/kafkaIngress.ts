@@ -139,8 +139,15 @@ export function createKafkaIngress(o: KafkaIngressOptions) {
         partitionsConsumedConcurrently: 2,
         eachBatch: async ({ batch, resolveOffset, heartbeat, isRunning, isStale }) => {
           if (batch.messages.length === 0) return;
-          // Decided together: the dispatcher batches them into one commit.
-          await Promise.all(batch.messages.map((m) => one(batch.topic, batch.partition, m)));
+          // Decided together: the dispatcher batches them into one commit. That commit can take
+          // a while (a snapshot, a slow broker, a standby taking over); the group must not think
+          // this consumer dead meanwhile, or it rebalances and nothing is read for many seconds.
+          const beat = setInterval(() => { heartbeat().catch(() => undefined); }, 1000);
+          try {
+            await Promise.all(batch.messages.map((m) => one(batch.topic, batch.partition, m)));
+          } finally {
+            clearInterval(beat);
+          }
           records += batch.messages.length;
           const last = batch.messages[batch.messages.length - 1].offset;
           resolveOffset(last);
