@@ -16,7 +16,12 @@ export type Command =
   }
   | { type: 'RemoveAgent'; at: number; agentId: string }
   | { type: 'ChangePolicy'; at: number; policy: Policy }
-  | { type: 'Tick'; at: number };
+  | { type: 'Tick'; at: number }
+  /**
+   * The dispatcher could not hear anyone from `since` until `at`: it was down, was taking over from
+   * another, or was stuck in a commit. Agents are not blamed for that silence.
+   */
+  | { type: 'Resume'; at: number; since: number };
 
 export type CommandType = Command['type'];
 export type CommandOf<T extends CommandType> = Extract<Command, { type: T }>;

@@ -22,6 +22,11 @@ export function decide(cmd: Command, s: DispatcherState): DispatchEvent[] {
       return JSON.stringify(cmd.policy) === JSON.stringify(s.policy)
         ? [] : [{ type: 'PolicyChanged', v: 1, at: cmd.at, policy: cmd.policy }];
     case 'Tick': return [];
+    case 'Resume': {
+      let agents = 0;
+      for (const a of s.agents.values()) if (a.alive && a.lastSeenAt < cmd.at) agents++;
+      return agents === 0 ? [] : [{ type: 'DispatcherResumed', v: 1, at: cmd.at, since: cmd.since, agents }];
+    }
     default: { const never: never = cmd; throw new Error(`unknown command ${JSON.stringify(never)}`); }
   }
 }

@@ -57,6 +57,8 @@ export function commandOf(first: DispatchEvent, s: DispatcherState): Command {
       return { type: 'RemoveAgent', at, agentId: first.agentId };
     case 'PolicyChanged':
       return { type: 'ChangePolicy', at, policy: first.policy };
+    case 'DispatcherResumed':
+      return { type: 'Resume', at, since: first.since };
     default:
       return { type: 'Tick', at };
   }

@@ -60,6 +60,12 @@ export const TaskCancelled = z.object({
 });
 export const AgentLeft = z.object({ ...base('AgentLeft'), agentId: z.string() });
 export const PolicyChanged = z.object({ ...base('PolicyChanged'), policy: PolicySchema });
+/**
+ * The dispatcher heard nothing from `since` until `at` (it was down, taking over, or stuck): every
+ * live agent counts as seen at `at`, so none is timed out for the dispatcher's own silence.
+ * `agents`: how many were credited.
+ */
+export const DispatcherResumed = z.object({ ...base('DispatcherResumed'), since: z.number(), agents: z.number() });
 
 // Decisions.
 export const TaskAssigned = z.object({
@@ -94,7 +100,7 @@ export const TaskUnblocked = z.object({ ...base('TaskUnblocked'), taskId: z.stri
 
 export const DispatchEventSchema = z.discriminatedUnion('type', [
   TaskSubmitted, TaskRejected, AgentRegistered, AgentIdle, AgentHeartbeat, TaskCompleted, TaskFailed,
-  TaskCancelled, AgentLeft, PolicyChanged,
+  TaskCancelled, AgentLeft, PolicyChanged, DispatcherResumed,
   TaskAssigned, TaskDeferred, TaskEscalated, TaskShed, TaskRequeued, TaskDeadLettered, AgentTimedOut, TaskUnblocked,
 ]);
 export type DispatchEvent = z.infer<typeof DispatchEventSchema>;
@@ -104,7 +110,7 @@ export type EventOf<T extends EventType> = Extract<DispatchEvent, { type: T }>;
 /** Event types that record an input; every other type is a decision of the dispatcher. */
 export const INPUT_EVENT_TYPES: ReadonlySet<EventType> = new Set<EventType>([
   'TaskSubmitted', 'TaskRejected', 'AgentRegistered', 'AgentIdle', 'AgentHeartbeat', 'TaskCompleted',
-  'TaskFailed', 'TaskCancelled', 'AgentLeft', 'PolicyChanged',
+  'TaskFailed', 'TaskCancelled', 'AgentLeft', 'PolicyChanged', 'DispatcherResumed',
 ]);
 
 /** True when the event is the record of an input command (so it starts that command's events). */
@@ -134,6 +140,7 @@ export function taskIdOf(e: DispatchEvent): string | undefined {
     case 'AgentLeft':
     case 'AgentTimedOut':
     case 'PolicyChanged':
+    case 'DispatcherResumed':
       return undefined;
     default:
       return e.taskId;

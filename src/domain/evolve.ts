@@ -60,6 +60,9 @@ export function evolve(s: DispatcherState, e: DispatchEvent): DispatcherState {
     case 'AgentHeartbeat':
       sawAgent(s, e.agentId, e.at);
       return s;
+    case 'DispatcherResumed':
+      for (const a of s.agents.values()) if (a.alive && a.lastSeenAt < e.at) sawAgent(s, a.id, e.at);
+      return s;
     case 'TaskCompleted': {
       const t = task(s, e.taskId);
       const a = s.agents.get(e.agentId);

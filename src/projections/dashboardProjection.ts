@@ -220,6 +220,7 @@ function apply(v: DashboardView, e: DispatchEvent): void {
     case 'AgentHeartbeat':
     case 'AgentLeft':
     case 'PolicyChanged':
+    case 'DispatcherResumed':
       return;
     default: {
       const never: never = e;

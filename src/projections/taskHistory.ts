@@ -163,6 +163,7 @@ function summarise(e: DispatchEvent, spec: TaskSpec): string {
     case 'AgentHeartbeat':
     case 'AgentLeft':
     case 'PolicyChanged':
+    case 'DispatcherResumed':
       return e.type;
     default: {
       const never: never = e;

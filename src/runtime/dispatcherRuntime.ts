@@ -77,6 +77,8 @@ export async function createDispatcherRuntime(o: RuntimeOptions) {
   const projections = o.projections ?? [];
   const snapshotEvery = o.snapshotEvery ?? 50_000;
   const maxBatch = o.maxBatch ?? 2000;
+  /** A silence of the dispatcher itself longer than this is its outage, not its agents'. */
+  const resumeAfterMs = Math.min(3000, o.policy.health.agentTimeoutMs / 3);
 
   const t0 = now();
   // Always from the default policy: a different one is a recorded PolicyChanged, so replay sees it too.
@@ -143,6 +145,7 @@ export async function createDispatcherRuntime(o: RuntimeOptions) {
 
   async function flush(): Promise<void> {
     while (inbox.length > 0 && !fatal) {
+      const started = now();
       const batch = inbox.length <= maxBatch ? inbox : inbox.slice(0, maxBatch);
       inbox = inbox.length <= maxBatch ? [] : inbox.slice(maxBatch);
       const events: DispatchEvent[] = [];
@@ -205,6 +208,13 @@ export async function createDispatcherRuntime(o: RuntimeOptions) {
         // A failed snapshot costs restart time, not data: the log has everything. Try again later.
         try { await snapshot(); } catch (err) { logger.warn({ err }, 'snapshot failed'); sinceSnapshot = 0; }
       }
+      // A commit or snapshot this slow (a broker stall, a huge state) kept the dispatcher from
+      // hearing its agents: heartbeats it has not read yet are no reason to time them out.
+      const ended = now();
+      if (ended - started > resumeAfterMs && !fatal) {
+        logger.warn({ ms: ended - started }, 'a commit kept the dispatcher from hearing its agents: crediting them');
+        inbox.unshift({ cmd: { type: 'Resume', at: ended, since: started }, resolve: () => undefined, reject: () => undefined, after: () => undefined });
+      }
     }
     flushing = false;
   }
@@ -245,9 +255,16 @@ export async function createDispatcherRuntime(o: RuntimeOptions) {
   tick.unref();
   function stopTimers(): void { clearInterval(tick); }
 
+  // Down, restarting or taking over, the dispatcher heard no one since its last event: agents
+  // get a fresh timeout period to be heard, instead of being timed out for its own outage. First,
+  // before any command whose time could time them out.
+  const resumedAt = now();
+  const resumed = state.lastAt > 0 && resumedAt - state.lastAt > resumeAfterMs
+    ? enqueue({ type: 'Resume', at: resumedAt, since: state.lastAt }, () => undefined) : undefined;
   if (JSON.stringify(state.policy) !== JSON.stringify(o.policy)) {
     await enqueue({ type: 'ChangePolicy', at: now(), policy: o.policy }, () => undefined);
   }
+  await resumed;
 
   return {
     stream,

@@ -37,6 +37,36 @@ async function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
 }
 
 describe('a restarted server on the same SQLite file', () => {
+  it('does not time out agents for its own downtime: they get a fresh timeout period to be heard', async () => {
+    const dbPath = await tempDbPath();
+    const policy = { health: { agentTimeoutMs: 1500 }, tickMs: 50 };
+    const first = await startTestServer({ dbPath, policy });
+    servers.push(first);
+    const a = client(first.url);
+    expect((await a.post('/v1/agents/a1/ready', { capabilities: [], capacity: 1 })).status).toBe(200);
+    expect((await a.post('/v1/tasks', task({ id: 'long' }))).status).toBe(202);
+    await first.close();
+    servers.splice(servers.indexOf(first), 1);
+    // Down for longer than agentTimeoutMs: the agent could not be heard, through no fault of its own.
+    await new Promise((r) => setTimeout(r, 2000));
+
+    const second = await startTestServer({ dbPath, policy });
+    servers.push(second);
+    const b = client(second.url);
+    await new Promise((r) => setTimeout(r, 300)); // several ticks
+    expect((await b.json('GET', '/v1/tasks/long')).body).toMatchObject({ status: 'assigned', attempt: 1, agent: 'a1' });
+    const resumed = second.server.runtime.state.agents.get('a1');
+    expect(resumed?.alive).toBe(true);
+    // The credit is a recorded fact, so replay and verify see it.
+    const db = new Database(dbPath, { readonly: true });
+    const types = (db.prepare('SELECT type FROM events').all() as { type: string }[]).map((r) => r.type);
+    db.close();
+    expect(types).toContain('DispatcherResumed');
+    // A silent agent is still timed out, a whole period after the resume.
+    await new Promise((r) => setTimeout(r, 1800));
+    expect(second.server.runtime.state.agents.get('a1')?.alive).toBe(false);
+  });
+
   it.each([
     ['from the snapshot saved at close', false],
     ['by replaying the whole log', true],

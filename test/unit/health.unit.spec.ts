@@ -30,6 +30,26 @@ describe('agent timeouts', () => {
     expect([assigned.agentId, assigned.attempt]).toEqual(['a2', 2]);
   });
 
+  it('does not blame agents for the dispatcher\'s own silence: a resume gives every live agent a fresh timeout period', () => {
+    // The dispatcher heard nothing from 100 (it was down, or taking over) until 5000.
+    const d = a1RunsT1().given(at(700).remove('a2'));
+
+    const resumed = d.when(at(5000).resume(100));
+    expect(resumed).toEqual([{ type: 'DispatcherResumed', v: 1, at: 5000, since: 100, agents: 1 }]);
+    expect(d.state.agents.get('a1')?.lastSeenAt).toBe(5000);
+    // a1 keeps t1; it is timed out only if it stays silent a whole period after the resume.
+    expect(d.when(at(5999).tick())).toEqual([]);
+    expect(statusOf(d.state, 't1')).toBe('assigned');
+    expect(types(d.when(at(6000).tick()))).toEqual(['AgentTimedOut', 'TaskRequeued']);
+  });
+
+  it('records no resume when there is no live agent to credit', () => {
+    const d = dispatcher(policy).given(at(0).ready('a1', []), at(1000).tick());
+
+    expect(d.state.agents.get('a1')?.alive).toBe(false);
+    expect(d.when(at(9000).resume(1000))).toEqual([]);
+  });
+
   it('dead-letters a task whose last attempt was lost with its agent', () => {
     const d = a1RunsT1().given(at(1000).tick()); // t1 attempt 2 → a2, last seen at 600
 

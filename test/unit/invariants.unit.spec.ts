@@ -27,6 +27,7 @@ type Op =
   | { k: 'replay-completion'; dt: number; pick: number; outcome: 'succeeded' | 'failed' }
   | { k: 'cancel'; dt: number; pick: number }
   | { k: 'tick'; dt: number }
+  | { k: 'resume'; dt: number; silentMs: number }
   | { k: 'remove'; dt: number; agent: number }
   | { k: 'policy'; dt: number; variant: PolicyInput };
 
@@ -76,6 +77,7 @@ const opArb: fc.Arbitrary<Op> = fc.oneof(
   { weight: 1, arbitrary: fc.record({ k: fc.constant('replay-completion' as const), dt: dtArb, pick: fc.nat(), outcome: fc.constantFrom('succeeded' as const, 'failed' as const) }) },
   { weight: 1, arbitrary: fc.record({ k: fc.constant('cancel' as const), dt: dtArb, pick: fc.nat() }) },
   { weight: 3, arbitrary: fc.record({ k: fc.constant('tick' as const), dt: dtArb }) },
+  { weight: 1, arbitrary: fc.record({ k: fc.constant('resume' as const), dt: dtArb, silentMs: fc.integer({ min: 0, max: 5000 }) }) },
   { weight: 1, arbitrary: fc.record({ k: fc.constant('remove' as const), dt: dtArb, agent: fc.nat(AGENTS.length - 1) }) },
   { weight: 1, arbitrary: fc.record({ k: fc.constant('policy' as const), dt: dtArb, variant: policyArb }) },
 );
@@ -111,6 +113,7 @@ function concretize(op: Op, now: number, model: Model, submitted: string[]): Com
     case 'cancel':
       return { type: 'CancelTask', at: now, taskId: submitted.length === 0 || op.pick % 11 === 10 ? 'no-such-task' : submitted[op.pick % submitted.length] };
     case 'tick': return { type: 'Tick', at: now };
+    case 'resume': return { type: 'Resume', at: now, since: Math.max(0, now - op.silentMs) };
     case 'remove': return { type: 'RemoveAgent', at: now, agentId: AGENTS[op.agent] };
     case 'policy': return { type: 'ChangePolicy', at: now, policy: parsePolicy(op.variant) };
   }

@@ -66,6 +66,7 @@ export function at(ms: number) {
     remove: (agentId: string): Command => ({ type: 'RemoveAgent', at: ms, agentId }),
     changePolicy: (policy: PolicyInput): Command => ({ type: 'ChangePolicy', at: ms, policy: parsePolicy(policy) }),
     tick: (): Command => ({ type: 'Tick', at: ms }),
+    resume: (since: number): Command => ({ type: 'Resume', at: ms, since }),
   };
 }
 

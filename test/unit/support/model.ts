@@ -139,6 +139,9 @@ export class Model {
       case 'PolicyChanged':
         this.policy = e.policy;
         return;
+      case 'DispatcherResumed':
+        check([...this.agents.values()].some((a) => a.alive), 'resumed with no live agent to credit', e);
+        return;
       case 'TaskAssigned': {
         const t = this.task(e.taskId, e);
         const a = this.agents.get(e.agentId);
