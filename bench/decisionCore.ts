@@ -19,7 +19,8 @@ export interface DecisionOptions {
   measureMs?: number;
 }
 
-const AGENTS = 1000;
+/** Fleet size of this benchmark (other benchmarks vary it through {@link measureDecision}). */
+export const AGENTS = 1000;
 const CAP_SETS = 20;
 const TENANTS = 50;
 const T0 = Date.parse('2025-03-03T09:00:00.000Z');
@@ -98,8 +99,8 @@ function cycle(sc: Scenario): void {
   submit(sc);
 }
 
-/** 1,000 agents over 20 capability sets, capacity 1-4 (2,500 slots), then N queued tasks behind them. */
-function build(n: number): { sc: Scenario; ms: number } {
+/** `agents` agents (default 1,000) over 20 capability sets, capacity 1-4 (2,500 slots per 1,000), then N queued tasks behind them. */
+function build(n: number, agents: number): { sc: Scenario; ms: number } {
   const rand = prng(20250303);
   const fleet = makeFleet(rand, CAP_SETS);
   const tenants = makeTenants(TENANTS);
@@ -110,7 +111,7 @@ function build(n: number): { sc: Scenario; ms: number } {
     clock: 0, nextId: 0, assigned: 0, deferred: 0, events: 0, slots: 0, completeMs: 0, submitMs: 0, cycles: 0,
   };
   const t0 = performance.now();
-  for (let i = 0; i < AGENTS; i++) {
+  for (let i = 0; i < agents; i++) {
     const capacity = 1 + (i % 4);
     sc.slots += capacity;
     note(sc, handle(sc.s, {
@@ -121,10 +122,13 @@ function build(n: number): { sc: Scenario; ms: number } {
   return { sc, ms: performance.now() - t0 };
 }
 
-interface SizeResult {
+export interface SizeResult {
   n: number;
+  agents: number;
   buildMs: number;
   heapBuilt?: number;
+  /** Resident set size once the queue is built (after the collection that measures the heap). */
+  rssBuilt: number;
   rate: number;
   usPerDecision: number;
   minRound: number;
@@ -145,9 +149,11 @@ interface SizeResult {
   slots: number;
 }
 
-function measure(n: number, o: Required<DecisionOptions>, log: (l: string) => void): SizeResult {
-  const { sc, ms: buildMs } = build(n);
+/** Build a queue of `n` behind `agents` busy agents, then run cycles: what one size of this benchmark measures. */
+export function measureDecision(n: number, o: Required<DecisionOptions>, log: (l: string) => void, agents = AGENTS): SizeResult {
+  const { sc, ms: buildMs } = build(n, agents);
   const heapBuilt = heapAfterGc();
+  const rssBuilt = process.memoryUsage().rss;
   if (sc.s.freeAgents !== 0) log(`  warning: ${sc.s.freeAgents} agents idle after building ${n} queued tasks`);
   const run = (ms: number): { assigned: number; ms: number } => {
     const a0 = sc.assigned;
@@ -176,7 +182,7 @@ function measure(n: number, o: Required<DecisionOptions>, log: (l: string) => vo
   const cpu = process.cpuUsage(cpu0);
   const rate = assigned / (total / 1000);
   const res: SizeResult = {
-    n, buildMs, heapBuilt, rate, usPerDecision: 1e6 / rate, minRound: Math.min(...rounds), maxRound: Math.max(...rounds),
+    n, agents, buildMs, heapBuilt, rssBuilt, rate, usPerDecision: 1e6 / rate, minRound: Math.min(...rounds), maxRound: Math.max(...rounds),
     eventsPerAssign: (sc.events - e0) / (sc.assigned - a0), deferredShare: (sc.deferred - d0) / (sc.assigned - a0),
     freeAgents: sc.s.freeAgents, waiting: sc.s.waiting, tasksTracked: sc.s.tasks.size, slots: sc.slots,
     completeUs: ((sc.completeMs - cm0) * 1000) / (sc.cycles - c0), submitUs: ((sc.submitMs - sm0) * 1000) / (sc.cycles - c0),
@@ -198,7 +204,7 @@ export function runDecisionCore(options: DecisionOptions = {}, log: (l: string) 
   };
   const results: SizeResult[] = [];
   for (const n of o.sizes) {
-    results.push(measure(n, o, log));
+    results.push(measureDecision(n, o, log));
     collect();
   }
   const at = (n: number) => results.find((r) => r.n === n);

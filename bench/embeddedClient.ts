@@ -1,5 +1,5 @@
-import { Agent, request } from 'node:http';
 import { makeFleet, makeTenants, pickPriority, pickTenant } from './workload.js';
+import { httpCaller } from './httpCall.js';
 import { percentile, prng } from './support.js';
 
 /**
@@ -53,35 +53,8 @@ export interface ClientResult {
 }
 
 const cfg = JSON.parse(process.argv[2] ?? '{}') as ClientConfig;
-const base = new URL(cfg.url);
-const httpAgent = new Agent({ keepAlive: true, maxSockets: Infinity, maxFreeSockets: 4096 });
-const failures: Record<string, number> = {};
-let requests = 0;
-
-function call(method: string, path: string, body?: unknown): Promise<{ status: number; text: string }> {
-  const data = body === undefined ? undefined : JSON.stringify(body);
-  requests++;
-  return new Promise((resolve) => {
-    const req = request({
-      host: base.hostname, port: base.port, method, path, agent: httpAgent,
-      headers: data === undefined ? {} : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) },
-    }, (res) => {
-      let text = '';
-      res.setEncoding('utf8');
-      res.on('data', (c: string) => { text += c; });
-      res.on('end', () => {
-        const status = res.statusCode ?? 0;
-        if (status >= 300) failures[status] = (failures[status] ?? 0) + 1;
-        resolve({ status, text });
-      });
-    });
-    req.on('error', () => {
-      failures.error = (failures.error ?? 0) + 1;
-      resolve({ status: 0, text: '' });
-    });
-    req.end(data);
-  });
-}
+const http = httpCaller(cfg.url);
+const { call, failures } = http;
 
 const clock = (): number => performance.now();
 const rand = prng(7);
@@ -220,7 +193,7 @@ async function main(): Promise<void> {
     unassigned: inWindow.size,
     offeredRate,
     clientCpuMs: (cpu.user + cpu.system) / 1000,
-    requests,
+    requests: http.requests,
   };
   process.send?.(result);
   // The agents' long-polls end with the server; nothing else to wait for.

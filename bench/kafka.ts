@@ -1,5 +1,5 @@
 import { fork, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { mkdtempSync } from 'node:fs';
 import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -7,6 +7,7 @@ import type { KafkaClientConfig, KafkaClientResult, PhaseResult, PhaseSpec } fro
 import type { DispatcherConfig, DispatcherWindow } from './kafkaDispatcher.js';
 import { makeKafkaFleet, type Correctness } from './kafkaWorkload.js';
 import { startBroker, type Broker } from './broker.js';
+import { machineCpu, mailbox, procCpuMs } from './processes.js';
 import { num, type BenchReport, type ResultRow } from './support.js';
 
 /**
@@ -38,63 +39,6 @@ export interface KafkaOptions {
 }
 
 const here = fileURLToPath(new URL('.', import.meta.url));
-
-/** CPU ms a process has used (Linux /proc; undefined elsewhere). */
-function procCpuMs(pid: number | undefined): number | undefined {
-  if (!pid) return undefined;
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    return (Number(f[11]) + Number(f[12])) * 10; // clock ticks of 10 ms
-  } catch {
-    return undefined;
-  }
-}
-
-/** Busy and total CPU ms of the whole machine (all cores), from /proc/stat. */
-function machineCpu(): { busy: number; total: number } | undefined {
-  try {
-    const line = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
-    const total = line.reduce((a, b) => a + b, 0) * 10;
-    const idle = (line[3] + (line[4] ?? 0)) * 10;
-    return { busy: total - idle, total };
-  } catch {
-    return undefined;
-  }
-}
-
-/** Waits for messages of a child by kind, in order. */
-function mailbox(child: ChildProcess, name: string) {
-  const queued: { kind: string }[] = [];
-  const waiting: { kind: string; resolve: (m: never) => void; reject: (e: Error) => void }[] = [];
-  let failed: Error | undefined;
-  const fail = (e: Error) => {
-    failed ??= e;
-    for (const w of waiting.splice(0)) w.reject(e);
-  };
-  child.on('message', (m: { kind: string; message?: string }) => {
-    if (m.kind === 'error') { fail(new Error(`${name}: ${m.message}`)); return; }
-    const i = waiting.findIndex((w) => w.kind === m.kind);
-    if (i >= 0) waiting.splice(i, 1)[0].resolve(m as never);
-    else queued.push(m);
-  });
-  child.on('exit', (code) => fail(new Error(`${name} exited (${code})`)));
-  return {
-    next<T>(kind: string, timeoutMs = 300_000): Promise<T> {
-      const i = queued.findIndex((m) => m.kind === kind);
-      if (i >= 0) return Promise.resolve(queued.splice(i, 1)[0] as T);
-      if (failed) return Promise.reject(failed);
-      return new Promise<T>((resolve, reject) => {
-        const timer = setTimeout(() => reject(new Error(`${name}: no ${kind} within ${timeoutMs} ms`)), timeoutMs);
-        waiting.push({
-          kind,
-          resolve: (m) => { clearTimeout(timer); resolve(m as T); },
-          reject: (e) => { clearTimeout(timer); reject(e); },
-        });
-      });
-    },
-  };
-}
 
 interface Contention {
   /** CPU of the dispatcher process, the client process, the broker JVM, as % of one core over the window; the whole machine's busy share. */

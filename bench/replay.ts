@@ -4,11 +4,12 @@ import { join } from 'node:path';
 import { pino } from 'pino';
 import {
   DomainError, evolve, fromSnapshot, handle, initialState, parsePolicy, toSnapshot,
-  type Command, type DispatchEvent, type StateSnapshot,
+  type Command, type DispatchEvent, type DispatcherState, type StateSnapshot, type TaskSpec,
 } from '../src/domain/index.js';
 import { getSqliteEventLog } from '../src/adapters/log/sqliteEventLog.js';
 import { createDispatcherRuntime } from '../src/runtime/dispatcherRuntime.js';
 import type { EventLog } from '../src/runtime/eventLog.js';
+import type { Projection } from '../src/runtime/projection.js';
 import { readModels } from '../src/runtime/readModels.js';
 import { MiB, collect, num, prng, type BenchReport } from './support.js';
 import { makeFleet, makeTenants, taskSpec } from './workload.js';
@@ -131,6 +132,106 @@ export async function generate(log: EventLog, target: number, snapshotAt: number
   return { events: version, tasks: s.tasks.size, snapshotVersion, snapshotBytes, ms: performance.now() - t0, types };
 }
 
+/** Fold the events after `afterVersion` into the state and the views, as the runtime does; returns how many. */
+async function fold(eventLog: EventLog, afterVersion: number, state: DispatcherState, projections: Projection<unknown>[], views: unknown[]): Promise<number> {
+  let events = 0;
+  for await (const se of eventLog.read(STREAM, afterVersion)) {
+    evolve(state, se.event);
+    for (let i = 0; i < projections.length; i++) projections[i].apply(views[i], se.event);
+    events++;
+  }
+  return events;
+}
+
+/** What a start without a snapshot does: read every event from version 0, fold the state and every projection. */
+export async function rebuildFromZero(eventLog: EventLog): Promise<{ events: number; ms: number; cpuShare: number }> {
+  const cpu0 = process.cpuUsage();
+  const t = performance.now();
+  const projections = readModels(eventLog);
+  const events = await fold(eventLog, 0, initialState(), projections, projections.map((p) => p.initial()));
+  const ms = performance.now() - t;
+  const cpu = process.cpuUsage(cpu0);
+  return { events, ms, cpuShare: (cpu.user + cpu.system) / 1000 / ms };
+}
+
+/** The restart steps of the runtime, timed one by one (ms); `snapshotVersion` 0: no snapshot, the tail is the whole log. */
+export interface RestartSteps {
+  snapshotVersion: number;
+  snapshotBytes: number;
+  loadMs: number;
+  parseMs: number;
+  restoreMs: number;
+  tailEvents: number;
+  tailMs: number;
+}
+
+/** Load the snapshot row, parse it, restore the state and views, fold the tail behind it. */
+export async function restartSteps(eventLog: EventLog): Promise<RestartSteps> {
+  const projections = readModels(eventLog);
+  let t = performance.now();
+  const snap = await eventLog.loadSnapshot(STREAM);
+  const loadMs = performance.now() - t;
+  t = performance.now();
+  const data = snap ? JSON.parse(snap.data) as { state: StateSnapshot; views: Record<string, unknown> } : undefined;
+  const parseMs = performance.now() - t;
+  t = performance.now();
+  const restored = data ? fromSnapshot(data.state) : initialState();
+  const views = projections.map((p) => (data?.views[p.name] === undefined ? p.initial() : p.load(data.views[p.name])));
+  const restoreMs = performance.now() - t;
+  t = performance.now();
+  const tailEvents = await fold(eventLog, snap?.version ?? 0, restored, projections, views);
+  return {
+    snapshotVersion: snap?.version ?? 0, snapshotBytes: snap?.data.length ?? 0, loadMs, parseMs, restoreMs, tailEvents, tailMs: performance.now() - t,
+  };
+}
+
+/** Timings (ms) of a real restart: {@link restartRuntime}. */
+export interface RuntimeRestart {
+  /** getSqliteEventLog(): open the file, check the schema. */
+  openMs: number;
+  /** createDispatcherRuntime(): writer lease, snapshot, tail, re-deliveries, until it takes commands. */
+  readyMs: number;
+  version: number;
+  /** One SubmitTask decided and durably committed after ready (only when asked for). */
+  firstDecisionMs?: number;
+}
+
+/** A task nothing else submits: the first command after a restart. */
+const PROBE_TASK: TaskSpec = {
+  id: 'restart-probe', tenant: 'tenant-00', source: 'api', type: 'support', priority: 'normal', requires: [], affinity: 'soft', dependsOn: [], payload: {},
+};
+
+/**
+ * createDispatcherRuntime on the log at `path`, as a restarted dispatcher does it; with
+ * `firstDecision`, then one SubmitTask through the writer until its commit is answered.
+ */
+export async function restartRuntime(path: string, firstDecision = false): Promise<RuntimeRestart> {
+  let t = performance.now();
+  const rtLog = getSqliteEventLog({ path });
+  const openMs = performance.now() - t;
+  // The runtime's clock is the log's own: the wall clock is hours or years past the generated
+  // history, and a command stamped with it would time every agent out instead of deciding.
+  let clock = 0;
+  t = performance.now();
+  const rt = await createDispatcherRuntime({
+    log: rtLog, policy: parsePolicy({}), logger: pino({ level: 'silent' }), projections: readModels(rtLog), now: () => clock,
+  });
+  const readyMs = performance.now() - t;
+  clock = rt.state.lastAt;
+  let firstDecisionMs: number | undefined;
+  try {
+    if (firstDecision) {
+      t = performance.now();
+      await rt.execute({ type: 'SubmitTask', task: PROBE_TASK }, () => undefined);
+      firstDecisionMs = performance.now() - t;
+    }
+    return { openMs, readyMs, version: rt.version, ...(firstDecisionMs === undefined ? {} : { firstDecisionMs }) };
+  } finally {
+    await rt.stop();
+    await rtLog.close();
+  }
+}
+
 export async function runReplay(options: ReplayOptions = {}, log: (l: string) => void = console.log): Promise<BenchReport> {
   const target = options.events ?? 1_000_000;
   const tail = options.tail ?? 50_000;
@@ -147,65 +248,29 @@ export async function runReplay(options: ReplayOptions = {}, log: (l: string) =>
 
     // (1a) Reading alone: SQLite pages and JSON.parse, no fold.
     const eventLog = getSqliteEventLog({ path });
-    let t = performance.now();
+    const t = performance.now();
     let n = 0;
     for await (const se of eventLog.read(STREAM, 0)) if (se.version > 0) n++;
     const readMs = performance.now() - t;
     collect();
 
-    // (1b) What a start without a snapshot does: read every event, fold the state and every projection.
-    const cpu0 = process.cpuUsage();
-    t = performance.now();
-    const state = initialState();
-    const projections = readModels(eventLog);
-    const views = projections.map((p) => p.initial());
-    let folded = 0;
-    for await (const se of eventLog.read(STREAM, 0)) {
-      evolve(state, se.event);
-      for (let i = 0; i < projections.length; i++) projections[i].apply(views[i], se.event);
-      folded++;
-    }
-    const rebuildMs = performance.now() - t;
-    const rebuildCpu = process.cpuUsage(cpu0);
-    const cpuShare = (rebuildCpu.user + rebuildCpu.system) / 1000 / rebuildMs;
-    log(`  read only: ${num(n)} events in ${num(readMs)} ms; rebuild: ${num(folded)} events in ${num(rebuildMs)} ms`);
+    // (1b) What a start without a snapshot does.
+    const rb = await rebuildFromZero(eventLog);
+    log(`  read only: ${num(n)} events in ${num(readMs)} ms; rebuild: ${num(rb.events)} events in ${num(rb.ms)} ms`);
     collect();
 
-    // (2a) The restart steps, timed one by one: load the snapshot row, parse it, restore, read the tail.
-    t = performance.now();
-    const snap = await eventLog.loadSnapshot(STREAM);
-    if (!snap) throw new Error('no snapshot was saved');
-    const tLoad = performance.now() - t;
-    t = performance.now();
-    const data = JSON.parse(snap.data) as { state: StateSnapshot; views: Record<string, unknown> };
-    const tParse = performance.now() - t;
-    t = performance.now();
-    const restored = fromSnapshot(data.state);
-    const rviews = projections.map((p) => (data.views[p.name] === undefined ? p.initial() : p.load(data.views[p.name])));
-    const tRestore = performance.now() - t;
-    t = performance.now();
-    let tailEvents = 0;
-    for await (const se of eventLog.read(STREAM, snap.version)) {
-      evolve(restored, se.event);
-      for (let i = 0; i < projections.length; i++) projections[i].apply(rviews[i], se.event);
-      tailEvents++;
-    }
-    const tTail = performance.now() - t;
+    // (2a) The restart steps, timed one by one.
+    const st = await restartSteps(eventLog);
+    if (st.snapshotVersion === 0) throw new Error('no snapshot was saved');
     await eventLog.close();
-    log(`  restart steps: load row ${num(tLoad)} ms, JSON.parse ${num(tParse)} ms, fromSnapshot + views ${num(tRestore)} ms, tail ${num(tailEvents)} events ${num(tTail)} ms`);
+    log(`  restart steps: load row ${num(st.loadMs)} ms, JSON.parse ${num(st.parseMs)} ms, fromSnapshot + views ${num(st.restoreMs)} ms, tail ${num(st.tailEvents)} events ${num(st.tailMs)} ms`);
     collect();
 
-    // (2b) The real thing: createDispatcherRuntime on the same file (writer lease, snapshot, tail, re-deliveries).
-    const rtLog = getSqliteEventLog({ path });
-    t = performance.now();
-    const rt = await createDispatcherRuntime({ log: rtLog, policy: parsePolicy({}), logger: pino({ level: 'silent' }), projections: readModels(rtLog) });
-    const restartMs = performance.now() - t;
-    const rtVersion = rt.version;
-    await rt.stop();
-    await rtLog.close();
-    log(`  createDispatcherRuntime: ready at version ${num(rtVersion)} in ${num(restartMs)} ms`);
+    // (2b) The real thing.
+    const rs = await restartRuntime(path);
+    log(`  createDispatcherRuntime: ready at version ${num(rs.version)} in ${num(rs.readyMs)} ms`);
 
-    const rate = folded / (rebuildMs / 1000);
+    const rate = rb.events / (rb.ms / 1000);
     return {
       title: 'replay and restart (SQLite log, warm page cache)',
       workload: [
@@ -216,12 +281,12 @@ export async function runReplay(options: ReplayOptions = {}, log: (l: string) =>
         `restart: snapshot at version ${num(gen.snapshotVersion)} (${num(gen.snapshotBytes / MiB, 1)} MiB JSON), tail of ${num(gen.events - gen.snapshotVersion)} events (default snapshotEvery 50,000 = worst case)`,
       ],
       results: [
-        { name: 'rebuild state + projections from version 0', value: rate, unit: 'events/s', target: { kind: 'min', value: 300_000 }, note: `${num(folded)} events in ${num(rebuildMs)} ms; process CPU/wall ${cpuShare.toFixed(2)}` },
+        { name: 'rebuild state + projections from version 0', value: rate, unit: 'events/s', target: { kind: 'min', value: 300_000 }, note: `${num(rb.events)} events in ${num(rb.ms)} ms; process CPU/wall ${rb.cpuShare.toFixed(2)}` },
         { name: 'read + JSON.parse only', value: n / (readMs / 1000), unit: 'events/s' },
-        { name: 'restart: createDispatcherRuntime until ready', value: restartMs / 1000, unit: 's', target: { kind: 'max', value: 2 } },
+        { name: 'restart: createDispatcherRuntime until ready', value: rs.readyMs / 1000, unit: 's', target: { kind: 'max', value: 2 } },
         {
-          name: 'restart steps (same as the runtime)', value: (tLoad + tParse + tRestore + tTail) / 1000, unit: 's',
-          note: `row ${num(tLoad)} ms + JSON.parse ${num(tParse)} ms + fromSnapshot/views ${num(tRestore)} ms + tail ${num(tailEvents)} events ${num(tTail)} ms`,
+          name: 'restart steps (same as the runtime)', value: (st.loadMs + st.parseMs + st.restoreMs + st.tailMs) / 1000, unit: 's',
+          note: `row ${num(st.loadMs)} ms + JSON.parse ${num(st.parseMs)} ms + fromSnapshot/views ${num(st.restoreMs)} ms + tail ${num(st.tailEvents)} events ${num(st.tailMs)} ms`,
         },
       ],
       notes: [`generating the log took ${num(gen.ms / 1000, 1)} s (not part of any result)`],

@@ -2,7 +2,9 @@ import { runBadInput } from './badInput.js';
 import { runDecisionCore } from './decisionCore.js';
 import { runEmbedded } from './embedded.js';
 import { runKafka } from './kafka.js';
+import { parsePeersArgs, runPeers } from './peers.js';
 import { runReplay } from './replay.js';
+import { parseScaleArgs, runScale } from './scale.js';
 import { machineLines, renderReport, type BenchReport } from './support.js';
 
 /**
@@ -17,12 +19,16 @@ const BENCHES: Record<string, (log: (l: string) => void) => BenchReport | Promis
   replay: (log) => runReplay({}, log),
   kafka: (log) => runKafka({}, log),
   'bad-input': (log) => runBadInput({}, log),
+  peers: (log) => runPeers(parsePeersArgs(process.argv.slice(2)), log),
+  scale: (log) => runScale(parseScaleArgs(process.argv.slice(2)), log),
 };
 /** Run only when named. */
-const OPT_IN = new Set(['kafka', 'bad-input']);
+const OPT_IN = new Set(['kafka', 'bad-input', 'scale', 'peers']);
 
 async function main(): Promise<number> {
-  const names = process.argv.slice(2);
+  // Names up to the first --flag; the flags belong to the benchmarks (e.g. scale --max-history 1000000).
+  const flagAt = process.argv.slice(2).findIndex((a) => a.startsWith('--'));
+  const names = process.argv.slice(2, flagAt < 0 ? undefined : 2 + flagAt);
   for (const n of names) {
     if (!(n in BENCHES)) {
       console.error(`unknown benchmark "${n}": choose from ${Object.keys(BENCHES).join(', ')}`);
