@@ -143,15 +143,29 @@ function deferred(t: TaskRec, now: number, why: Why): DispatchEvent {
 function affinityDispatch(s: DispatcherState, now: number): DispatchEvent[] | undefined {
   let best: { a: AgentRec; t: TaskRec } | undefined;
   for (const a of s.readyWaiters) {
-    const t = (a.waiters as NonNullable<AgentRec['waiters']>).peek() as TaskRec;
+    const waiters = a.waiters as NonNullable<AgentRec['waiters']>;
+    let t = waiters.peek() as TaskRec;
     // A tenant at its maxConcurrent waits, held or not: the hold keeps its place for the owner.
-    const quota = quotaOf(s.policy, t.tenant)?.maxConcurrent;
-    if (quota !== undefined && (s.tenants.get(t.tenant) as TenantRec).running >= quota) continue;
+    // The others held for this agent need not wait behind it.
+    if (atQuota(s, t.tenant)) {
+      let next: TaskRec | undefined;
+      for (const w of waiters.values()) {
+        if (!atQuota(s, w.tenant) && (!next || w.level < next.level || (w.level === next.level && w.seq < next.seq))) next = w;
+      }
+      if (!next) continue;
+      t = next;
+    }
     if (!best || t.level < best.t.level || (t.level === best.t.level && t.seq < best.t.seq)) best = { a, t };
   }
   if (!best) return undefined;
   const tenant = s.tenants.get(best.t.tenant) as TenantRec;
   return [assigned(s, best.t, best.a, tenant, now, { rule: 'affinity', sessionRef: best.t.spec.sessionRef, waitedMs: now - best.t.queuedAt })];
+}
+
+/** The tenant runs as many tasks as its maxConcurrent allows. */
+function atQuota(s: DispatcherState, tenant: string): boolean {
+  const quota = quotaOf(s.policy, tenant)?.maxConcurrent;
+  return quota !== undefined && (s.tenants.get(tenant) as TenantRec).running >= quota;
 }
 
 function assign(s: DispatcherState, t: TaskRec, tenant: TenantRec, now: number): DispatchEvent[] {

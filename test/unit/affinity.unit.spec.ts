@@ -61,6 +61,22 @@ describe('session affinity', () => {
     expect(assignments(d.when(at(30).succeed('s1', 'a1')))).toEqual(['f1→a1']);
   });
 
+  it('gives a freed owner the next waiter whose tenant is not at its quota when the first one\'s is', () => {
+    const d = dispatcher({ ...policy, quotas: { q: { maxConcurrent: 1 } } }).given(
+      at(0).ready('a2', []),
+      at(0).submit(task('sess', { sessionRef: 'S' })), // a2 owns S
+      at(1).submit(task('q-held', { tenant: 'q', priority: 'critical', sessionRef: 'S' })), // held for a2
+      at(2).submit(task('acme-held', { sessionRef: 'S' })), // held for a2, behind q-held
+      at(3).ready('a1', []),
+      at(3).submit(task('q-run', { tenant: 'q' })), // a1: q is now at its quota
+    );
+
+    const events = d.when(at(4).succeed('sess', 'a2'));
+
+    expect(assignments(events)).toEqual(['acme-held→a2']);
+    expect(only(events, 'TaskAssigned', 'acme-held').why.rule).toBe('affinity');
+  });
+
   it('falls back to another agent when the owner stays busy past maxWaitMs', () => {
     const d = sessionOwnedByA1(true).given(at(20).submit(task('f1', { sessionRef: 'S', requires: ['llm'] })));
 
