@@ -189,13 +189,8 @@ while :; do
 done
 
 if [[ -n "${KAFKA_WATCH_PID:-}" ]]; then
-  # Watchdog: own session, no inherited stdio (a caller reading our output must see EOF).
-  "${detach[@]}" bash -c '
-    watched=$1; broker=$2; data=$3; stop=$4
-    while kill -0 "$watched" 2>/dev/null && kill -0 "$broker" 2>/dev/null; do sleep 2; done
-    if kill -0 "$broker" 2>/dev/null; then "$stop" "$data"; fi
-  ' watchdog "$KAFKA_WATCH_PID" "$pid" "$data" "$here/stop.sh" </dev/null >/dev/null 2>&1 &
-  echo $! >"$data/watchdog.pid"
+  . "$here/../lib/service.sh"
+  start_watchdog "$KAFKA_WATCH_PID" "$pid" "$data" "$here/stop.sh"
 fi
 
 ms=$(( ($(date +%s%N) - started) / 1000000 ))

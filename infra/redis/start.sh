@@ -105,13 +105,8 @@ until ping; do
 done
 
 if [[ -n "${REDIS_WATCH_PID:-}" ]]; then
-  # Watchdog: own session, no inherited stdio (a caller reading our output must see EOF).
-  "${detach[@]}" bash -c '
-    watched=$1; server=$2; data=$3; stop=$4
-    while kill -0 "$watched" 2>/dev/null && kill -0 "$server" 2>/dev/null; do sleep 2; done
-    if kill -0 "$server" 2>/dev/null; then "$stop" "$data"; fi
-  ' watchdog "$REDIS_WATCH_PID" "$pid" "$data" "$here/stop.sh" </dev/null >/dev/null 2>&1 &
-  echo $! >"$data/watchdog.pid"
+  . "$here/../lib/service.sh"
+  start_watchdog "$REDIS_WATCH_PID" "$pid" "$data" "$here/stop.sh"
 fi
 
 ms=$(( ($(date +%s%N) - started) / 1000000 ))
