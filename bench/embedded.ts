@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { pino } from 'pino';
 import { parsePolicy } from '../src/domain/policy.js';
 import { getSqliteEventLog } from '../src/adapters/log/sqliteEventLog.js';
-import { startServer } from '../src/adapters/cli/startServer.js';
+import { startServer, type RunningServer } from '../src/adapters/cli/startServer.js';
 import type { EventLog } from '../src/runtime/eventLog.js';
 import type { ClientConfig, ClientResult } from './embeddedClient.js';
 import { num, type BenchReport, type ResultRow } from './support.js';
@@ -59,11 +59,9 @@ interface Phase {
 
 const CLIENT = fileURLToPath(new URL('./embeddedClient.js', import.meta.url));
 
-async function runPhase(cfg: Omit<ClientConfig, 'url'>, log: (l: string) => void): Promise<Phase> {
-  const dir = mkdtempSync(join(tmpdir(), 'switchyard-bench-'));
-  const timing = { appendMs: 0, snapshotMs: 0, snapshots: 0 };
-  const eventLog = timedLog(getSqliteEventLog({ path: join(dir, 'switchyard.db') }), timing);
-  const server = await startServer({
+/** The server as `serve` runs it by default (default policy, loopback, any free port) on `eventLog`. */
+export function startBenchServer(eventLog: EventLog, log: (l: string) => void): Promise<RunningServer> {
+  return startServer({
     log: eventLog,
     policy: parsePolicy({}),
     host: '127.0.0.1',
@@ -71,6 +69,13 @@ async function runPhase(cfg: Omit<ClientConfig, 'url'>, log: (l: string) => void
     logger: pino({ level: 'warn' }),
     onFatal: (err) => log(`  dispatcher stopped: ${err.message}`),
   });
+}
+
+async function runPhase(cfg: Omit<ClientConfig, 'url'>, log: (l: string) => void): Promise<Phase> {
+  const dir = mkdtempSync(join(tmpdir(), 'switchyard-bench-'));
+  const timing = { appendMs: 0, snapshotMs: 0, snapshots: 0 };
+  const eventLog = timedLog(getSqliteEventLog({ path: join(dir, 'switchyard.db') }), timing);
+  const server = await startBenchServer(eventLog, log);
   try {
     const child = fork(CLIENT, [JSON.stringify({ ...cfg, url: server.url })], { execArgv: [], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
     let cpu0 = process.cpuUsage();

@@ -3,11 +3,9 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { pino } from 'pino';
-import { parsePolicy } from '../src/domain/policy.js';
 import { getSqliteEventLog } from '../src/adapters/log/sqliteEventLog.js';
-import { startServer } from '../src/adapters/cli/startServer.js';
 import { startBroker, type Broker } from './broker.js';
+import { startBenchServer } from './embedded.js';
 import type { DispatcherConfig, DispatcherWindow } from './kafkaDispatcher.js';
 import { judge, LEVEL_NAMES, type TaskTrace } from './kafkaWorkload.js';
 import type { PeersClientConfig, PeersClientResult } from './peersClient.js';
@@ -187,14 +185,7 @@ function selfCpuMs(): number {
 
 async function runEmbeddedSystem(base: Omit<PeersClientConfig, 'system'>, w: Workload, log: (l: string) => void): Promise<ClientRun> {
   const dir = mkdtempSync(join(tmpdir(), 'switchyard-bench-peers-'));
-  const server = await startServer({
-    log: getSqliteEventLog({ path: join(dir, 'switchyard.db') }),
-    policy: parsePolicy({}),
-    host: '127.0.0.1',
-    port: 0,
-    logger: pino({ level: 'warn' }),
-    onFatal: (err) => log(`  dispatcher stopped: ${err.message}`),
-  });
+  const server = await startBenchServer(getSqliteEventLog({ path: join(dir, 'switchyard.db') }), log);
   try {
     return await runClient({ ...base, system: 'embedded', url: server.url }, w, log, { server: selfCpuMs });
   } finally {
