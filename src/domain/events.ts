@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { PrioritySchema } from './priority.js';
-import { PolicySchema } from './policy.js';
+import { PolicySchema, upcastPolicy } from './policy.js';
 import { SOURCES } from './inputs.js';
 
 /**
@@ -59,7 +59,8 @@ export const TaskCancelled = z.object({
   why: WhySchema.optional(),
 });
 export const AgentLeft = z.object({ ...base('AgentLeft'), agentId: z.string() });
-export const PolicyChanged = z.object({ ...base('PolicyChanged'), policy: PolicySchema });
+/** The policy as recorded; one written before a key existed is read with the meaning it had then (upcastPolicy). */
+export const PolicyChanged = z.object({ ...base('PolicyChanged'), policy: z.preprocess(upcastPolicy, PolicySchema) });
 /**
  * The dispatcher heard nothing from `since` until `at` (it was down, taking over, or stuck): every
  * live agent counts as seen at `at`, so none is timed out for the dispatcher's own silence.

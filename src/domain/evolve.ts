@@ -1,4 +1,5 @@
 import type { DispatchEvent } from './events.js';
+import { recordedPolicy } from './policy.js';
 import { NORMAL, LOW, levelOf } from './priority.js';
 import {
   countDispatch, enqueueReady, evictWindow, hold, markDead, newTask, refreshAgent, registerAgent, reqSetOf,
@@ -112,7 +113,7 @@ export function evolve(s: DispatcherState, e: DispatchEvent): DispatcherState {
       return s;
     }
     case 'PolicyChanged':
-      s.policy = e.policy;
+      s.policy = recordedPolicy(e.policy);
       resortTenants(s);
       return s;
     case 'TaskAssigned': {

@@ -70,6 +70,14 @@ export const PolicySchema = z.strictObject({
      */
     finishedTasks: z.number().int().min(1).default(100_000),
   }).prefault({}),
+  deadlines: z.strictObject({
+    /**
+     * A task with a deadline and an estimate is escalated to critical once the time left no longer
+     * covers its estimate plus this margin: dispatching and delivering it take time too, and a task
+     * escalated with no margin left finishes late if it waits at all. Default 1000.
+     */
+    marginMs: z.number().int().min(0).default(1000),
+  }).prefault({}),
   /** Priority for tasks that carry none, by the first rule whose every field matches. Default: normal. */
   priorityRules: z.array(PriorityRuleSchema).default([]),
 });
@@ -99,6 +107,24 @@ export function parsePolicy(input: unknown): Policy {
     }
     return { path: base, message: i.message };
   }));
+}
+
+/**
+ * A policy as it was recorded (a `PolicyChanged` event, a snapshot), read with the meaning it had
+ * then. Policies recorded before `deadlines` existed escalated deadline work with no margin; they
+ * keep doing so on replay and verify, and a dispatcher started with today's defaults records the
+ * change as a new `PolicyChanged`.
+ */
+export function recordedPolicy(recorded: unknown): Policy {
+  return parsePolicy(upcastPolicy(recorded));
+}
+
+/** A recorded policy document with the keys it predates set to what they meant then (see {@link recordedPolicy}). */
+export function upcastPolicy(recorded: unknown): unknown {
+  if (recorded !== null && typeof recorded === 'object' && !Array.isArray(recorded) && !Object.hasOwn(recorded, 'deadlines')) {
+    return { ...recorded, deadlines: { marginMs: 0 } };
+  }
+  return recorded;
 }
 
 export function hardCapOf(p: Policy): number {

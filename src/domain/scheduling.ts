@@ -38,11 +38,12 @@ function due(s: DispatcherState, now: number): DispatchEvent[] | undefined {
     return [{ type: 'TaskRequeued', v: 1, at: now, taskId: held.id, attempt: held.attempt, reason: 'affinity-wait-expired', why: { rule: 'affinity-fallback', agentId: held.holdAgent, waitedMs: now - held.queuedAt, maxWaitMs: p.affinity.maxWaitMs } }];
   }
   const risky = s.deadlines.peek();
-  if (risky && latestStart(risky) <= now) {
+  const marginMs = s.policy.deadlines.marginMs;
+  if (risky && latestStart(risky) - marginMs <= now) {
     const remainingMs = (risky.spec.deadline as number) - now;
     return [{
       type: 'TaskEscalated', v: 1, at: now, taskId: risky.id, from: priorityAt(risky.level), to: 'critical',
-      why: { rule: 'deadline-at-risk', remainingMs, estimatedDurationMs: risky.spec.estimatedDurationMs, slackMs: remainingMs - (risky.spec.estimatedDurationMs as number) },
+      why: { rule: 'deadline-at-risk', remainingMs, estimatedDurationMs: risky.spec.estimatedDurationMs, slackMs: remainingMs - (risky.spec.estimatedDurationMs as number), ...(marginMs > 0 ? { marginMs } : {}) },
     }];
   }
   const old = s.aging.peek();

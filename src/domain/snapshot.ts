@@ -1,4 +1,4 @@
-import { parsePolicy } from './policy.js';
+import { recordedPolicy } from './policy.js';
 import type { TaskSpec } from './events.js';
 import {
   countDispatch, enqueueReady, hold, initialState, markDead, newTask, refreshAgent, registerAgent, reqSetOf,
@@ -98,7 +98,7 @@ export function toSnapshot(s: DispatcherState): StateSnapshot {
 /** Rebuild a state from a snapshot; it decides exactly as the state the snapshot was taken from. */
 export function fromSnapshot(snap: StateSnapshot): DispatcherState {
   if (snap.format !== 1) throw new Error(`unknown snapshot format ${String(snap.format)}`);
-  const s = initialState(parsePolicy(snap.policy));
+  const s = initialState(recordedPolicy(snap.policy));
   s.lastAt = snap.lastAt;
   for (const r of snap.reqSets) reqSetOf(s, r.join('\u0000'), r);
   for (const x of snap.agents) {

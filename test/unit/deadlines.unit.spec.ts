@@ -66,15 +66,24 @@ describe('deadlines', () => {
     expect(only(events, 'TaskAssigned').why.speed).toBe(1);
   });
 
-  it('escalates a waiting task to critical once the remaining time no longer covers its estimate', () => {
+  it('escalates a waiting task to critical once the remaining time no longer covers its estimate plus the margin', () => {
     const d = dispatcher(QUIET).given(at(0).submit(task('report', { priority: 'low', deadline: 10_000, estimatedDurationMs: 4000 })));
 
-    expect(d.when(at(5999).tick())).toEqual([]);
-    const events = d.when(at(6000).tick());
+    expect(d.when(at(4999).tick())).toEqual([]);
+    const events = d.when(at(5000).tick());
 
     const escalated = only(events, 'TaskEscalated', 'report');
     expect([escalated.from, escalated.to]).toEqual(['low', 'critical']);
-    expect(escalated.why).toMatchObject({ rule: 'deadline-at-risk', remainingMs: 4000, estimatedDurationMs: 4000, slackMs: 0 });
+    expect(escalated.why).toMatchObject({ rule: 'deadline-at-risk', remainingMs: 5000, estimatedDurationMs: 4000, slackMs: 1000, marginMs: 1000 });
+  });
+
+  it('escalates with no margin under a policy that sets none (as policies recorded before the margin existed)', () => {
+    const d = dispatcher({ ...QUIET, deadlines: { marginMs: 0 } }).given(at(0).submit(task('report', { priority: 'low', deadline: 10_000, estimatedDurationMs: 4000 })));
+
+    expect(d.when(at(5999).tick())).toEqual([]);
+    const escalated = only(d.when(at(6000).tick()), 'TaskEscalated', 'report');
+    expect(escalated.why).toMatchObject({ remainingMs: 4000, slackMs: 0 });
+    expect(escalated.why).not.toHaveProperty('marginMs');
   });
 
   it('escalates the task with the least slack first and dispatches it first', () => {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import {
   AgentMessageSchema, AgentReadySchema, CompletionSchema, DEFAULT_POLICY, PolicyError, TaskSubmissionSchema, fieldIssues, hardCapOf,
-  parsePolicy, resolvePriority, weightOf,
+  parseEvent, parsePolicy, recordedPolicy, resolvePriority, weightOf,
 } from '../../src/domain/index.js';
 
 function policyIssues(input: unknown): { path: string; message: string }[] {
@@ -34,8 +34,20 @@ describe('parsePolicy', () => {
       quotas: {},
       shedding: { highWatermark: 100_000 },
       retention: { finishedTasks: 100_000 },
+      deadlines: { marginMs: 1000 },
       priorityRules: [],
     });
+  });
+
+  it('reads a policy recorded before the deadline margin existed with no margin, as it was decided then', () => {
+    const recorded = JSON.parse(JSON.stringify(parsePolicy({}))) as Record<string, unknown>;
+    delete recorded.deadlines;
+
+    expect(recordedPolicy(recorded).deadlines).toEqual({ marginMs: 0 });
+    expect(recordedPolicy(parsePolicy({ deadlines: { marginMs: 250 } })).deadlines).toEqual({ marginMs: 250 });
+    // The event catalogue reads recorded PolicyChanged events the same way.
+    const e = parseEvent({ type: 'PolicyChanged', v: 1, at: 0, policy: recorded });
+    expect(e.type === 'PolicyChanged' && e.policy.deadlines).toEqual({ marginMs: 0 });
   });
 
   it('treats a missing document as the default policy', () => {
