@@ -13,18 +13,34 @@ export function kafkaTransport(brokers: string[], agentId: string, prefix?: stri
   const topics = topicNames(prefix);
   const kafka = createKafka(brokers, `switchyard-agent-${agentId}`);
   const producer: Producer = kafka.producer({ idempotent: true, maxInFlightRequests: 1, allowAutoTopicCreation: true });
-  const consumer: Consumer = kafka.consumer({ groupId: `${topics.prefix}.agent.${agentId}`, readUncommitted: false, allowAutoTopicCreation: true, maxWaitTimeInMs: 100 });
+  // The agent's group has one member. When its process dies, the next one cannot join until the
+  // dead member's session expires, and the assignments sent meanwhile wait: a 10 s session (not
+  // kafkajs's 30 s) keeps that short.
+  const consumer: Consumer = kafka.consumer({
+    groupId: `${topics.prefix}.agent.${agentId}`, readUncommitted: false, allowAutoTopicCreation: true, maxWaitTimeInMs: 100,
+    sessionTimeout: 10_000, heartbeatInterval: 1000,
+  });
   let connected: Promise<void> | undefined;
-  const connect = () => (connected ??= producer.connect());
-  let ready: Promise<void> | undefined;
+  // A failed first attempt (the broker down) is not remembered: the next send tries again.
+  const connect = () => (connected ??= producer.connect().catch((e: unknown) => { connected = undefined; throw e; }));
+  let topicsReady: Promise<void> | undefined;
   const send = async (value: Record<string, unknown>) => {
-    await (ready ??= ensureTopics(kafka, [topics.agents]));
+    await (topicsReady ??= ensureTopics(kafka, [topics.agents]).catch((e: unknown) => { topicsReady = undefined; throw e; }));
     await connect();
     await producer.send({ topic: topics.agents, acks: -1, messages: [{ key: agentId, value: JSON.stringify({ ...value, agentId }) }] });
   };
+  let registration: { capabilities: string[]; capacity: number } | undefined;
   return {
-    ready: (capabilities, capacity) => send({ kind: 'ready', capabilities, capacity }),
-    heartbeat: () => send({ kind: 'heartbeat' }),
+    ready: (capabilities, capacity) => {
+      registration = { capabilities, capacity };
+      return send({ kind: 'ready', ...registration });
+    },
+    // The heartbeat is a `ready`: over Kafka the agent never hears that the dispatcher refused a
+    // heartbeat (it is dead-lettered), so an agent the dispatcher timed out (it was cut off, or the
+    // dispatcher or broker was down longer than agentTimeoutMs and could not hear it) would wait
+    // for work forever. A ready from a live agent with unchanged capabilities is recorded like a
+    // heartbeat (coalesced the same way); from a timed-out one it registers the agent again.
+    heartbeat: () => send(registration ? { kind: 'ready', ...registration } : { kind: 'heartbeat' }),
     complete: (taskId, body) => send({ kind: 'complete', taskId, ...body }),
     leave: () => send({ kind: 'leave' }),
     async receive(onDelivery, signal) {

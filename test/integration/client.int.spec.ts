@@ -93,6 +93,43 @@ describe.each(transports)('the client library over %s', (kind) => {
     await waitUntil(() => aborted, 20_000, 'the handler to be aborted');
     expect(srv.runtime.state.tasks.get('long-1')?.status).toBe('cancelled');
   }, 60_000);
+
+  // Found by the chaos campaign (bench/chaos.ts): agents the dispatcher had timed out while it
+  // (or the broker) was down never came back, though their processes ran on.
+  it('registers again when the dispatcher no longer counts the agent alive', async (ctx) => {
+    const env = await setup();
+    if (!env) { ctx.skip(); return; }
+    const { to, srv } = env;
+    const agent = createAgent({ ...to, agentId: 'worker-3', capabilities: ['x'], heartbeatMs: 200, handler: async () => 'ok' });
+    stops.push(() => agent.stop(500));
+    await agent.start();
+    await waitUntil(() => srv.runtime.state.agents.get('worker-3')?.alive === true, 20_000, 'the agent to register');
+    // What a timeout does to the agent's standing (the dispatcher stops counting it alive).
+    await srv.service.leave('worker-3');
+    expect(srv.runtime.state.agents.get('worker-3')?.alive).toBe(false);
+    await waitUntil(() => srv.runtime.state.agents.get('worker-3')?.alive === true, 20_000, 'the agent to register again');
+    await submitTask(to, { id: 'after-1', tenant: 'acme', source: 'api', type: 'x', requires: ['x'] });
+    await waitUntil(() => srv.runtime.state.tasks.get('after-1')?.status === 'succeeded', 20_000, 'the task to succeed');
+  }, 60_000);
+
+  // Found by the chaos campaign: an agent process killed and started again (same id) before the
+  // dispatcher timed it out left the tasks it held assigned to it for good. (Over HTTP, where a
+  // test can take an assignment off the mailbox as the dead process did; the fix is the same code.)
+  it('a new process of an agent id gets the tasks an earlier one held requeued', async (ctx) => {
+    const env = await setup();
+    if (!env || kind !== 'http') { ctx.skip(); return; }
+    const { to, srv } = env;
+    // The earlier process: registered, given the task, took it off its mailbox, then died.
+    await srv.service.ready('worker-4', { capabilities: ['x'], capacity: 1 });
+    await submitTask(to, { id: 'held-1', tenant: 'acme', source: 'api', type: 'x', requires: ['x'] });
+    await waitUntil(() => srv.runtime.state.tasks.get('held-1')?.status === 'assigned', 20_000, 'the task to be assigned');
+    expect((await srv.service.poll('worker-4', 0)).map((d) => d.taskId)).toEqual(['held-1']);
+    const agent = createAgent({ ...to, agentId: 'worker-4', capabilities: ['x'], heartbeatMs: 200, handler: async () => 'ok' });
+    stops.push(() => agent.stop(500));
+    await agent.start();
+    await waitUntil(() => srv.runtime.state.tasks.get('held-1')?.status === 'succeeded', 20_000, 'the task to be requeued and done by the new process');
+    expect(srv.runtime.state.tasks.get('held-1')?.attempt).toBe(2);
+  }, 60_000);
 });
 
 describe('submitTask', () => {

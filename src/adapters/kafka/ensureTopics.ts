@@ -79,6 +79,10 @@ export async function ensureTopicsWith(admin: Admin, topics: readonly string[], 
       const now = new Set(await admin.listTopics());
       if (missing.some((t) => !now.has(t))) throw e;
     }
+    // Made by another client at the same moment, they may have no leader yet ("does not host
+    // this topic-partition" to the next request): wait for them as for our own.
+    const pending = missing.filter((t) => !created.has(t));
+    if (pending.length > 0) await waitForLeaders(admin, pending);
   }
   if (options.maxMessageBytes && options.raiseExisting !== false) {
     // Topics made by someone else (an agent, an operator, auto-creation) may have less room.
@@ -91,6 +95,21 @@ export async function ensureTopicsWith(admin: Admin, topics: readonly string[], 
       options.logger.warn({ err, topics: before, want: options.maxMessageBytes },
         'could not raise max.message.bytes: messages larger than a topic\'s limit will be refused');
     }
+  }
+}
+
+/** Wait until every partition of `topics` has a leader (at most `timeoutMs`). */
+async function waitForLeaders(admin: Admin, topics: readonly string[], timeoutMs = 30_000): Promise<void> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      const { topics: meta } = await admin.fetchTopicMetadata({ topics: [...topics] });
+      if (meta.length === topics.length && meta.every((t) => t.partitions.length > 0 && t.partitions.every((p) => p.leader >= 0))) return;
+    } catch (e) {
+      if (Date.now() > until) throw e;
+    }
+    if (Date.now() > until) throw new Error(`topics ${topics.join(', ')} have no leader after ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 100));
   }
 }
 

@@ -87,6 +87,8 @@ export function createKafkaIngress(o: KafkaIngressOptions) {
   const consumer: Consumer = kafka.consumer({ groupId, readUncommitted: false, sessionTimeout: 10_000, heartbeatInterval: 1000, allowAutoTopicCreation: true });
   const { service, topics } = o;
   let records = 0;
+  let stopped = false;
+  let restartTimer: NodeJS.Timeout | undefined;
   let deadLettered = 0;
 
   async function one(topic: string, partition: number, message: KafkaMessage): Promise<void> {
@@ -131,35 +133,62 @@ export function createKafkaIngress(o: KafkaIngressOptions) {
       // Room for large dead letters; an existing topic with less is raised.
       await ensureTopics(kafka, [topics.deadLetter], { maxMessageBytes: DEAD_LETTER_MAX_MESSAGE_BYTES, logger: o.logger });
       await ensureTopics(kafka, [topics.tasks, topics.agents]);
-      await consumer.connect();
-      await consumer.subscribe({ topics: [topics.tasks, topics.agents], fromBeginning: true });
-      await consumer.run({
-        autoCommit: false,
-        eachBatchAutoResolve: false,
-        partitionsConsumedConcurrently: 2,
-        eachBatch: async ({ batch, resolveOffset, heartbeat, isRunning, isStale }) => {
-          if (batch.messages.length === 0) return;
-          // Decided together: the dispatcher batches them into one commit. That commit can take
-          // a while (a snapshot, a slow broker, a standby taking over); the group must not think
-          // this consumer dead meanwhile, or it rebalances and nothing is read for many seconds.
-          const beat = setInterval(() => { heartbeat().catch(() => undefined); }, 1000);
-          try {
-            await Promise.all(batch.messages.map((m) => one(batch.topic, batch.partition, m)));
-          } finally {
-            clearInterval(beat);
-          }
-          records += batch.messages.length;
-          const last = batch.messages[batch.messages.length - 1].offset;
-          resolveOffset(last);
-          if (!o.log.transactionalOutbox && isRunning() && !isStale()) {
-            await consumer.commitOffsets([{ topic: batch.topic, partition: batch.partition, offset: (BigInt(last) + 1n).toString() }]);
-          }
-          await heartbeat();
-        },
+      // kafkajs restarts a crashed consumer only after an error it deems retriable. Others, such
+      // as KafkaJSGroupCoordinatorNotFound while the broker restarts, leave it stopped for good:
+      // the dispatcher served HTTP on but read no submission or agent report again, so agents over
+      // Kafka were timed out and Kafka submissions waited forever. Start it again instead.
+      consumer.on(consumer.events.CRASH, ({ payload }) => {
+        if (payload.restart || stopped) return;
+        o.logger.warn({ err: payload.error }, 'the Kafka ingress consumer stopped on an error kafkajs does not retry: starting it again');
+        restartSoon(1000);
       });
+      await runConsumer();
     },
     async stop(): Promise<void> {
+      stopped = true;
+      if (restartTimer) clearTimeout(restartTimer);
       await consumer.disconnect();
     },
   };
+
+  function restartSoon(delayMs: number): void {
+    if (stopped || restartTimer) return;
+    restartTimer = setTimeout(() => {
+      restartTimer = undefined;
+      if (stopped) return;
+      runConsumer().catch((err: unknown) => {
+        o.logger.warn({ err }, 'the Kafka ingress consumer did not start again; retrying');
+        restartSoon(Math.min(10_000, delayMs * 2));
+      });
+    }, delayMs);
+  }
+
+  async function runConsumer(): Promise<void> {
+    await consumer.connect();
+    await consumer.subscribe({ topics: [topics.tasks, topics.agents], fromBeginning: true });
+    await consumer.run({
+      autoCommit: false,
+      eachBatchAutoResolve: false,
+      partitionsConsumedConcurrently: 2,
+      eachBatch: async ({ batch, resolveOffset, heartbeat, isRunning, isStale }) => {
+        if (batch.messages.length === 0) return;
+        // Decided together: the dispatcher batches them into one commit. That commit can take
+        // a while (a snapshot, a slow broker, a standby taking over); the group must not think
+        // this consumer dead meanwhile, or it rebalances and nothing is read for many seconds.
+        const beat = setInterval(() => { heartbeat().catch(() => undefined); }, 1000);
+        try {
+          await Promise.all(batch.messages.map((m) => one(batch.topic, batch.partition, m)));
+        } finally {
+          clearInterval(beat);
+        }
+        records += batch.messages.length;
+        const last = batch.messages[batch.messages.length - 1].offset;
+        resolveOffset(last);
+        if (!o.log.transactionalOutbox && isRunning() && !isStale()) {
+          await consumer.commitOffsets([{ topic: batch.topic, partition: batch.partition, offset: (BigInt(last) + 1n).toString() }]);
+        }
+        await heartbeat();
+      },
+    });
+  }
 }
