@@ -4,7 +4,8 @@ import { openLog, parseLogTarget } from '../src/adapters/log/openLog.js';
 import { foldLog, readReceipts, some, type Violation, type ViolationKind } from './chaosCheck.js';
 import type { ChaosAgentConfig } from './chaosAgent.js';
 import { Rng } from './chaosRandom.js';
-import { agentProcess, CLI, dispatcherProcess, freePort, Proxy, sleep, type BrokerCtl, type Supervised } from './chaosProcesses.js';
+import { agentProcess, CLI, dispatcherProcess, Proxy, sleep, type BrokerCtl, type Supervised } from './chaosProcesses.js';
+import { freePort } from './processes.js';
 import { createWorkload } from './chaosWorkload.js';
 import { spawn } from 'node:child_process';
 
