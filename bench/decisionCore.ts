@@ -82,6 +82,13 @@ function submit(sc: Scenario): void {
 function cycle(sc: Scenario): void {
   sc.cycles++;
   sc.clock++;
+  if (sc.runHead >= sc.runTask.length) {
+    // Nothing runs: a small fleet (the 10-agent scale point) covers few requirement sets, and the
+    // work its agents can do may run out while the queue fills with work only absent agents could
+    // do. Keep submitting; there is nothing to complete.
+    submit(sc);
+    return;
+  }
   const h = sc.runHead++;
   const cmd = {
     type: 'CompleteTask', at: now(sc), taskId: sc.runTask[h], agentId: sc.runAgent[h], attempt: sc.runAttempt[h], outcome: 'succeeded',
