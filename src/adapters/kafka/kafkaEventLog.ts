@@ -455,6 +455,27 @@ export function getKafkaEventLog(options: KafkaEventLogOptions): EventLog {
   };
 
   /** Become the stream's producer: fences older ones, then reads the tail, which is now stable. */
+  /**
+   * Wait until no transaction on the stream's topic is undecided (the last stable offset has
+   * reached the end of the log). Fencing the older writer does not wait for that: after a broker
+   * restart in the middle of its commit, the older writer's last append was committed after the
+   * new writer had read the tail, and both wrote the same version (found by the chaos campaign).
+   * Only this writer may write now, so the wait ends once the older writer's commit or abort
+   * markers are in.
+   */
+  const settled = async (r: PartitionReader, topic: string): Promise<void> => {
+    if (!(await r.leader(topic))) return;
+    const deadline = Date.now() + transactionTimeout + 10_000;
+    for (let pause = 5; ; pause = Math.min(200, pause * 2)) {
+      const [stable, high] = await Promise.all([r.lastStableOffset(topic), r.highWatermark(topic)]);
+      if (stable >= high) return;
+      if (Date.now() > deadline) {
+        throw new KafkaLogError(`${topic}: a transaction of an older writer is still undecided (last stable offset ${stable}, end ${high})`, true);
+      }
+      await new Promise((resolve) => setTimeout(resolve, pause));
+    }
+  };
+
   const initWriter = async (w: StreamWriter): Promise<void> => {
     await ensureStreamTopic(w.topic);
     const producer = kafka.producer({
@@ -473,7 +494,9 @@ export function getKafkaEventLog(options: KafkaEventLogOptions): EventLog {
       // initTransactions happens on the first transaction; an empty one sends nothing else.
       const tx = await producer.transaction();
       await tx.abort();
-      const version = await readTail(await sharedReader(), w.stream);
+      const reader = await sharedReader();
+      await settled(reader, w.topic);
+      const version = await readTail(reader, w.stream);
       w.producer = producer;
       w.version = version;
     } catch (error) {
@@ -1332,6 +1355,16 @@ class PartitionReader {
     const { responses } = await this.withLeader(topic, (broker) => broker.listOffsets({
       replicaId: -1,
       isolationLevel: READ_COMMITTED,
+      topics: [{ topic, partitions: [{ partition: 0, timestamp: -1 }] }],
+    }));
+    return Number(responses[0]?.partitions[0]?.offset ?? 0);
+  }
+
+  /** The end of the log, decided transactions or not (read_uncommitted's end). */
+  async highWatermark(topic: string): Promise<number> {
+    const { responses } = await this.withLeader(topic, (broker) => broker.listOffsets({
+      replicaId: -1,
+      isolationLevel: 0,
       topics: [{ topic, partitions: [{ partition: 0, timestamp: -1 }] }],
     }));
     return Number(responses[0]?.partitions[0]?.offset ?? 0);
