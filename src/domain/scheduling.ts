@@ -3,7 +3,7 @@ import type { DispatchEvent, Why } from './events.js';
 import { quotaOf } from './policy.js';
 import { CRITICAL, priorityAt } from './priority.js';
 import {
-  freeLess, freeSlots, latestStart, windowSize,
+  freeLess, freeSlots, heldBefore, latestStart, windowSize,
   type AgentRec, type DispatcherState, type ReqSet, type TaskRec, type TenantRec,
 } from './state.js';
 
@@ -151,12 +151,12 @@ function affinityDispatch(s: DispatcherState, now: number): DispatchEvent[] | un
     if (atQuota(s, t.tenant)) {
       let next: TaskRec | undefined;
       for (const w of waiters.values()) {
-        if (!atQuota(s, w.tenant) && (!next || w.level < next.level || (w.level === next.level && w.seq < next.seq))) next = w;
+        if (!atQuota(s, w.tenant) && (!next || heldBefore(w, next))) next = w;
       }
       if (!next) continue;
       t = next;
     }
-    if (!best || t.level < best.t.level || (t.level === best.t.level && t.seq < best.t.seq)) best = { a, t };
+    if (!best || heldBefore(t, best.t)) best = { a, t };
   }
   if (!best) return undefined;
   const tenant = s.tenants.get(best.t.tenant) as TenantRec;

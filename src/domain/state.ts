@@ -156,6 +156,11 @@ export interface DispatcherState {
 
 const bySeq = (a: TaskRec, b: TaskRec) => a.seq < b.seq;
 
+/** Order of the tasks held for one session agent: higher level first, then first in. */
+export function heldBefore(a: TaskRec, b: TaskRec): boolean {
+  return a.level < b.level || (a.level === b.level && bySeq(a, b));
+}
+
 /** Latest start that still meets the deadline. */
 export function latestStart(t: TaskRec): number {
   return (t.spec.deadline as number) - (t.spec.estimatedDurationMs ?? 0);
@@ -424,7 +429,7 @@ export function hold(s: DispatcherState, t: TaskRec, agent: AgentRec, until: num
   t.holdUntil = until ?? Infinity;
   if (until !== undefined) s.holds.push(t);
   if (!agent.waiters) {
-    agent.waiters = new IndexedHeap<TaskRec>((a, b) => a.level < b.level || (a.level === b.level && bySeq(a, b)), (x) => x.waiterPos, (x, p) => { x.waiterPos = p; });
+    agent.waiters = new IndexedHeap<TaskRec>(heldBefore, (x) => x.waiterPos, (x, p) => { x.waiterPos = p; });
   }
   agent.waiters.push(t);
   refreshAgent(s, agent);
