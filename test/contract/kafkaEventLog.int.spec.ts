@@ -572,6 +572,40 @@ describeKafka('kafka event log', () => {
         }
       }, 40_000);
 
+      it('becomes the writer after giving up a wait whose join was still under way (the holder SIGKILLed): the given-up member neither lingers nor gets the stream', async () => {
+        const child = await startHolder(prefix, stream);
+        await child.waitForLine((l) => l === 'held', 'the lease');
+        await child.waitForLine((l) => l.startsWith('appended '), 'a first append');
+        await child.kill();
+        const groupId = topicNames(prefix).leader(stream);
+
+        // Instances that give up at different moments of the joins and rebalances that follow
+        // (kafkajs forgets a consumer disconnected mid-join, but its join goes on).
+        const givenUp = await Promise.all([400, 900, 1400, 1900, 2400].map((busyTimeoutMs) =>
+          openLog({ busyTimeoutMs }).acquireWriter(stream, { wait: false }).catch((e: unknown) => e)));
+        for (const e of givenUp) expect(e).toBeInstanceOf(WriterBusyError);
+        // As `serve` starts after a crash: try, stand by, wait. The dead holder's session has not
+        // expired, so the first join is still waiting for it when the try gives up.
+        const restarted = openLog({ busyTimeoutMs: 1000 });
+        const tried = await restarted.acquireWriter(stream, { wait: false }).catch((e: unknown) => e);
+        expect(tried).toBeInstanceOf(WriterBusyError);
+        expect((tried as Error).message).toMatch(/no assignment .* within 1000 ms/);
+        const waitedAt = Date.now();
+        const lease = await restarted.acquireWriter(stream, { wait: true });
+        expect(Date.now() - waitedAt).toBeLessThan(20_000);
+        const before = await restarted.version(stream);
+        expect(await restarted.append(stream, [taskSubmitted('after-restart')], before)).toBe(before + 1);
+        // The given-up try's member leaves (once its join is over): the holder is left alone.
+        const holder = await holderOf(groupId);
+        let members: string[] = [];
+        for (const until = Date.now() + 15_000; Date.now() < until; await pause(200)) {
+          members = (await admin.describeGroups([groupId])).groups[0].members.map((m) => m.memberId);
+          if (members.length === 1) break;
+        }
+        expect(members).toEqual([holder]);
+        await lease.release();
+      }, 45_000);
+
       it('stops a standby waiting for the lease when its log closes', async () => {
         const lease = await openLog().acquireWriter(stream, { wait: false });
         const standbyLog = openLog();

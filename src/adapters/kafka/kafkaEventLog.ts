@@ -61,8 +61,9 @@ export interface KafkaEventLogOptions {
   rebalanceTimeoutMs?: number;
   /**
    * `acquireWriter({ wait: false })`: give up with WriterBusyError after this long without an
-   * answer from the group, in ms. Default: the session timeout plus 3 s, so that right after a
-   * holder died (its session not yet expired) a restarted instance still gets the stream.
+   * answer from the group, in ms. Default: the session timeout plus the rebalance timeout plus
+   * 3 s, so that right after a holder died (its session not yet expired, the join waiting for it
+   * to rejoin) a restarted instance still gets the stream rather than standing by and joining again.
    */
   busyTimeoutMs?: number;
   /**
@@ -134,7 +135,7 @@ export function getKafkaEventLog(options: KafkaEventLogOptions): EventLog {
   const sessionTimeout = options.sessionTimeoutMs ?? 6000;
   const heartbeatInterval = options.heartbeatIntervalMs ?? 1000;
   const rebalanceTimeout = options.rebalanceTimeoutMs ?? 6000;
-  const busyTimeoutMs = options.busyTimeoutMs ?? sessionTimeout + 3000;
+  const busyTimeoutMs = options.busyTimeoutMs ?? sessionTimeout + rebalanceTimeout + 3000;
   const onSubscriptionError = options.onSubscriptionError ?? ((error: unknown) => {
     setImmediate(() => { throw error; });
   });
@@ -587,7 +588,7 @@ export function getKafkaEventLog(options: KafkaEventLogOptions): EventLog {
     await ensureTopic(topic, {}, { onePartition: true });
     stop.throwIfAborted();
 
-    const me = { heldAs: undefined as string | undefined, since: Date.now() };
+    const me = { heldAs: undefined as string | undefined, since: Date.now(), gaveUp: false };
     const assigner: PartitionAssigner = () => ({
       name: 'switchyard-writer',
       version: 1,
@@ -596,14 +597,17 @@ export function getKafkaEventLog(options: KafkaEventLogOptions): EventLog {
         metadata: AssignerProtocol.MemberMetadata.encode({
           version: 1,
           topics,
-          userData: Buffer.from(JSON.stringify({ heldAs: me.heldAs ?? null, since: me.since, host: hostname(), pid: process.pid } satisfies Claim)),
+          userData: Buffer.from(JSON.stringify({
+            heldAs: me.heldAs ?? null, since: me.since, host: hostname(), pid: process.pid, ...(me.gaveUp ? { gaveUp: true } : {}),
+          } satisfies Claim)),
         }),
       }),
       // Run by the group leader. Sticky: the member that holds the partition under its current
       // member id keeps it (a member that was expelled comes back with a new id, so its old claim
-      // no longer counts); otherwise the longest-waiting member gets it.
+      // no longer counts); otherwise the longest-waiting member gets it. A member whose instance
+      // gave up waiting (see `disconnect`) never gets it.
       assign: async ({ members, topics }) => {
-        const claims = members.map((m) => ({ memberId: m.memberId, ...decodeClaim(m.memberMetadata) }));
+        const claims = members.map((m) => ({ memberId: m.memberId, ...decodeClaim(m.memberMetadata) })).filter((c) => !c.gaveUp);
         const holding = claims.filter((c) => c.heldAs === c.memberId);
         const pool = holding.length > 0 ? holding : claims;
         pool.sort((a, b) => a.since - b.since || (a.memberId < b.memberId ? -1 : 1));
@@ -634,12 +638,25 @@ export function getKafkaEventLog(options: KafkaEventLogOptions): EventLog {
       retry: { restartOnFailure: async () => phase === 'joining' },
     });
 
-    // Connected at once (below, after the listeners are on). A disconnect waits for the connection:
-    // a consumer given up while connecting would otherwise go on to join the group, with no one to
-    // stop it. (One given up while joining is stopped by kafkajs: its join fails, it does not restart.)
+    // Connected at once (below, after the listeners are on). A disconnect waits for the connection,
+    // and for a join under way: kafkajs stops a consumer only once its first join (or the join of a
+    // restart after a crash) is over. Disconnected during one, it forgets the member, but the join
+    // goes on (it retries on the closed connection) and the member then heartbeats for as long as
+    // the process lives: a member no one stops, which the sticky assignment above would go on
+    // giving the writer partition, so that no instance became the writer (seen: minutes, after the
+    // writer and the standby were SIGKILLed together and both restarts gave up waiting).
     let connecting: Promise<void> = Promise.resolve();
+    let joined: (() => void) | undefined;
+    let joining: Promise<void> | undefined;
+    const startJoin = (): void => { joining = new Promise<void>((r) => { joined = r; }); };
+    const endJoin = (): void => { joined?.(); joined = undefined; };
     const disconnect = (): Promise<void> => {
-      const done = connecting.catch(() => undefined).then(() => consumer.disconnect()).catch(() => undefined);
+      const done = connecting.catch(() => undefined)
+        .then(() => joining && Promise.race([joining, new Promise<void>((r) => setTimeout(r, sessionTimeout + rebalanceTimeout + 60_000).unref())]))
+        // After the event that ends a join, kafkajs marks its runner running (or schedules a
+        // restart) in the same turn: stop it in the next one.
+        .then(() => new Promise<void>((r) => setImmediate(r)))
+        .then(() => consumer.disconnect()).catch(() => undefined);
       disconnecting.add(done);
       return done.finally(() => disconnecting.delete(done));
     };
@@ -653,6 +670,7 @@ export function getKafkaEventLog(options: KafkaEventLogOptions): EventLog {
 
       const cleanup = (): void => {
         phase = 'done';
+        me.gaveUp = true;
         if (busyTimer) clearTimeout(busyTimer);
         if (watchdog) clearInterval(watchdog);
         stop.removeEventListener('abort', onAbort);
@@ -726,6 +744,9 @@ export function getKafkaEventLog(options: KafkaEventLogOptions): EventLog {
       removers.push(consumer.on(consumer.events.HEARTBEAT, () => { lastContact = Date.now(); }));
       // Another member joined or left: this one is about to rejoin, which may take a while.
       removers.push(consumer.on(consumer.events.REBALANCING, () => { lastContact = Date.now(); }));
+      // Not among the removers: a join that ends after this instance gave up must still end `joining`.
+      consumer.on(consumer.events.GROUP_JOIN, endJoin);
+      consumer.on(consumer.events.CRASH, ({ payload }) => { if (payload.restart) startJoin(); else endJoin(); });
       removers.push(consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
         lastContact = Date.now();
         const assigned = holdsPartition(payload.memberAssignment);
@@ -757,7 +778,9 @@ export function getKafkaEventLog(options: KafkaEventLogOptions): EventLog {
       })();
       connecting
         .then(async () => {
-          if (phase !== 'done') await consumer.run({ eachMessage: async () => undefined });
+          if (phase === 'done') return;
+          startJoin();
+          await consumer.run({ eachMessage: async () => undefined });
         })
         .catch((error: unknown) => abandon(translate(error, `cannot join consumer group ${topic}`)));
 
@@ -1038,13 +1061,15 @@ interface Claim {
   since: number;
   host?: string;
   pid?: number;
+  /** Its instance no longer waits for the partition: a member about to leave. */
+  gaveUp?: boolean;
 }
 
 function decodeClaim(metadata: Buffer): Claim {
   try {
     const { userData } = AssignerProtocol.MemberMetadata.decode(metadata) ?? {};
     const claim = JSON.parse(userData?.toString('utf8') || '{}') as Partial<Claim>;
-    return { heldAs: claim.heldAs ?? null, since: Number(claim.since) || Number.MAX_SAFE_INTEGER, host: claim.host, pid: claim.pid };
+    return { heldAs: claim.heldAs ?? null, since: Number(claim.since) || Number.MAX_SAFE_INTEGER, host: claim.host, pid: claim.pid, gaveUp: claim.gaveUp === true };
   } catch {
     return { heldAs: null, since: Number.MAX_SAFE_INTEGER };
   }
