@@ -47,11 +47,26 @@ export function kafkaTransport(brokers: string[], agentId: string, prefix?: stri
       const topic = topics.assignments(agentId);
       // Created with room for large assignments; raising an existing one is the dispatcher's job.
       await ensureTopics(kafka, [topic], { maxMessageBytes: ASSIGNMENT_MAX_MESSAGE_BYTES, raiseExisting: false });
-      await consumer.connect();
-      await consumer.subscribe({ topics: [topic], fromBeginning: true });
-      await consumer.run({ eachMessage: async ({ message }) => { if (message.value) onDelivery(JSON.parse(message.value.toString('utf8')) as Delivery); } });
-      await new Promise<void>((resolve) => { if (signal.aborted) resolve(); else signal.addEventListener('abort', () => resolve(), { once: true }); });
-      await consumer.disconnect();
+      // kafkajs restarts a crashed consumer only after an error it deems retriable. After others,
+      // such as KafkaJSNonRetriableError "Failed to find group coordinator" while the broker
+      // restarts, it stays stopped: the agent heartbeated on and was given work it never saw.
+      // Such a crash ends this receive with its error, and the agent starts receiving again.
+      let crashed: (error: Error) => void = () => undefined;
+      const crash = new Promise<never>((_, reject) => { crashed = reject; });
+      crash.catch(() => undefined);
+      const removeCrash = consumer.on(consumer.events.CRASH, ({ payload }) => { if (!payload.restart) crashed(payload.error); });
+      try {
+        await consumer.connect();
+        await consumer.subscribe({ topics: [topic], fromBeginning: true });
+        await consumer.run({ eachMessage: async ({ message }) => { if (message.value) onDelivery(JSON.parse(message.value.toString('utf8')) as Delivery); } });
+        await Promise.race([
+          crash,
+          new Promise<void>((resolve) => { if (signal.aborted) resolve(); else signal.addEventListener('abort', () => resolve(), { once: true }); }),
+        ]);
+      } finally {
+        removeCrash();
+        await consumer.disconnect().catch(() => undefined);
+      }
     },
     async close() {
       await consumer.disconnect().catch(() => undefined);

@@ -6,10 +6,15 @@ import { pino } from 'pino';
 import { afterEach, describe, expect, it } from 'vitest';
 import { startServer, type RunningServer } from '../../src/adapters/cli/startServer.js';
 import { getKafkaEventLog } from '../../src/adapters/kafka/kafkaEventLog.js';
+import { ensureTopics } from '../../src/adapters/kafka/ensureTopics.js';
+import { createKafka, topicNames } from '../../src/adapters/kafka/topics.js';
+import kafkajs from 'kafkajs';
 import { getSqliteEventLog } from '../../src/adapters/log/sqliteEventLog.js';
 import { createAgent, submitTask, PermanentTaskError, type Transport } from '../../src/client/index.js';
 import { parsePolicy } from '../../src/domain/policy.js';
 import { kafkaBrokers } from '../setup/kafka.js';
+
+const { AssignerProtocol } = kafkajs;
 
 async function waitUntil(cond: () => boolean, timeoutMs = 20_000, what = 'condition'): Promise<void> {
   const until = Date.now() + timeoutMs;
@@ -129,6 +134,46 @@ describe.each(transports)('the client library over %s', (kind) => {
     await agent.start();
     await waitUntil(() => srv.runtime.state.tasks.get('held-1')?.status === 'succeeded', 20_000, 'the task to be requeued and done by the new process');
     expect(srv.runtime.state.tasks.get('held-1')?.attempt).toBe(2);
+  }, 60_000);
+
+  // Found by the chaos campaign: while the broker restarted, an agent's consumer stopped on an
+  // error kafkajs does not retry ("Failed to find group coordinator"); the agent heartbeated on,
+  // so the dispatcher gave it work it never saw. Here the non-retriable error is another
+  // protocol's member in the agent's group (INCONSISTENT_GROUP_PROTOCOL), which the broker answers
+  // until that member leaves.
+  it('receives again after its consumer stopped on an error kafkajs does not retry', async (ctx) => {
+    const env = await setup();
+    if (!env || kind !== 'kafka' || env.to.transport !== 'kafka') { ctx.skip(); return; }
+    const { to, srv } = env;
+    const kafka = createKafka(to.brokers, 'spec-foreign');
+    const topic = topicNames(to.prefix).assignments('worker-5');
+    await ensureTopics(kafka, [topic]);
+    const foreign = kafka.consumer({
+      groupId: `${topicNames(to.prefix).prefix}.agent.worker-5`,
+      partitionAssigners: [() => ({
+        name: 'foreign', version: 1,
+        protocol: ({ topics }) => ({ name: 'foreign', metadata: AssignerProtocol.MemberMetadata.encode({ version: 1, topics, userData: Buffer.alloc(0) }) }),
+        assign: async ({ members }) => members.map((m) => ({ memberId: m.memberId, memberAssignment: AssignerProtocol.MemberAssignment.encode({ version: 1, assignment: {}, userData: Buffer.alloc(0) }) })),
+      })],
+    });
+    stops.push(() => foreign.disconnect());
+    let joined = false;
+    foreign.on(foreign.events.GROUP_JOIN, () => { joined = true; });
+    await foreign.connect();
+    await foreign.subscribe({ topics: [topic] });
+    await foreign.run({ eachMessage: async () => undefined });
+    await waitUntil(() => joined, 20_000, 'the foreign member to join');
+
+    const errors: string[] = [];
+    const agent = createAgent({ ...to, agentId: 'worker-5', capabilities: ['x'], heartbeatMs: 200, handler: async () => 'ok', onError: (e) => errors.push(e.message) });
+    stops.push(() => agent.stop(500));
+    await agent.start();
+    await submitTask(to, { id: 'unseen-1', tenant: 'acme', source: 'api', type: 'x', requires: ['x'] });
+    await waitUntil(() => srv.runtime.state.tasks.get('unseen-1')?.status === 'assigned', 20_000, 'the task to be assigned');
+    await waitUntil(() => errors.some((m) => /protocol/i.test(m)), 20_000, 'the receive to fail');
+    await foreign.disconnect();
+    await waitUntil(() => srv.runtime.state.tasks.get('unseen-1')?.status === 'succeeded', 30_000, 'the task to be received and done');
+    expect(srv.runtime.state.tasks.get('unseen-1')?.attempt).toBe(1);
   }, 60_000);
 });
 
