@@ -54,17 +54,32 @@ export function kafkaTransport(brokers: string[], agentId: string, prefix?: stri
       let crashed: (error: Error) => void = () => undefined;
       const crash = new Promise<never>((_, reject) => { crashed = reject; });
       crash.catch(() => undefined);
-      const removeCrash = consumer.on(consumer.events.CRASH, ({ payload }) => { if (!payload.restart) crashed(payload.error); });
+      // A consumer restarting after a retriable crash is joining its group again; kafkajs stops it
+      // only once that join is over (disconnected during it, the join goes on and the member is
+      // left consuming, unseen). The disconnect below waits for the join to end.
+      let rejoined: (() => void) | undefined;
+      let rejoining: Promise<void> | undefined;
+      const joinEnded = (): void => { rejoined?.(); rejoined = undefined; };
+      const removeCrash = consumer.on(consumer.events.CRASH, ({ payload }) => {
+        if (!payload.restart) { joinEnded(); crashed(payload.error); return; }
+        if (!rejoined) rejoining = new Promise<void>((r) => { rejoined = r; });
+      });
+      const removeJoin = consumer.on(consumer.events.GROUP_JOIN, joinEnded);
+      let stopped: () => void = () => undefined;
+      const stop = new Promise<void>((resolve) => { stopped = resolve; });
       try {
         await consumer.connect();
         await consumer.subscribe({ topics: [topic], fromBeginning: true });
         await consumer.run({ eachMessage: async ({ message }) => { if (message.value) onDelivery(JSON.parse(message.value.toString('utf8')) as Delivery); } });
-        await Promise.race([
-          crash,
-          new Promise<void>((resolve) => { if (signal.aborted) resolve(); else signal.addEventListener('abort', () => resolve(), { once: true }); }),
-        ]);
+        if (!signal.aborted) signal.addEventListener('abort', stopped, { once: true });
+        else stopped();
+        await Promise.race([crash, stop]);
       } finally {
+        signal.removeEventListener('abort', stopped);
+        if (rejoining) await Promise.race([rejoining, new Promise<void>((r) => setTimeout(r, 30_000).unref())]);
+        await new Promise<void>((r) => setImmediate(r));
         removeCrash();
+        removeJoin();
         await consumer.disconnect().catch(() => undefined);
       }
     },

@@ -648,7 +648,7 @@ export function getKafkaEventLog(options: KafkaEventLogOptions): EventLog {
     let connecting: Promise<void> = Promise.resolve();
     let joined: (() => void) | undefined;
     let joining: Promise<void> | undefined;
-    const startJoin = (): void => { joining = new Promise<void>((r) => { joined = r; }); };
+    const startJoin = (): void => { if (!joined) joining = new Promise<void>((r) => { joined = r; }); };
     const endJoin = (): void => { joined?.(); joined = undefined; };
     const disconnect = (): Promise<void> => {
       const done = connecting.catch(() => undefined)
@@ -782,7 +782,11 @@ export function getKafkaEventLog(options: KafkaEventLogOptions): EventLog {
           startJoin();
           await consumer.run({ eachMessage: async () => undefined });
         })
-        .catch((error: unknown) => abandon(translate(error, `cannot join consumer group ${topic}`)));
+        .catch((error: unknown) => {
+          // No join under way any more (kafkajs gave up on it without a CRASH event).
+          endJoin();
+          abandon(translate(error, `cannot join consumer group ${topic}`));
+        });
 
     });
   };
