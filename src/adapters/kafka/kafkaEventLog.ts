@@ -471,7 +471,14 @@ export function getKafkaEventLog(options: KafkaEventLogOptions): EventLog {
       const [stable, high] = await Promise.all([r.lastStableOffset(topic), r.highWatermark(topic)]);
       if (stable >= high) return;
       if (Date.now() > deadline) {
-        throw new KafkaLogError(`${topic}: a transaction of an older writer is still undecided (last stable offset ${stable}, end ${high})`, true);
+        // Past the transaction timeout, the coordinator would have aborted a transaction it knows
+        // of: this one has lost its commit or abort marker (a hanging transaction; seen after a
+        // single broker was SIGKILLed mid-commit and came back through an unclean election).
+        // Reading on past it could re-decide what its events decided, so only an operator can
+        // end it. README, Operations: "A hanging transaction on the Kafka log".
+        throw new KafkaLogError(`${topic}: a transaction of an older writer is still undecided (last stable offset ${stable}, end ${high}) `
+          + `${Math.round((transactionTimeout + 10_000) / 1000)} s after it was fenced: it has probably lost its marker (a hanging transaction; `
+          + `see kafka-transactions.sh find-hanging and the README's Operations section)`, true);
       }
       await new Promise((resolve) => setTimeout(resolve, pause));
     }
