@@ -2,6 +2,7 @@ import type { Consumer, Producer } from 'kafkajs';
 import type { Delivery } from '../runtime/delivery.js';
 import { createKafka, topicNames } from '../adapters/kafka/topics.js';
 import { ASSIGNMENT_MAX_MESSAGE_BYTES, ensureTopics } from '../adapters/kafka/ensureTopics.js';
+import { trackJoins } from '../adapters/kafka/consumerJoins.js';
 import type { AgentTransport } from './agentCore.js';
 
 /**
@@ -54,17 +55,10 @@ export function kafkaTransport(brokers: string[], agentId: string, prefix?: stri
       let crashed: (error: Error) => void = () => undefined;
       const crash = new Promise<never>((_, reject) => { crashed = reject; });
       crash.catch(() => undefined);
-      // A consumer restarting after a retriable crash is joining its group again; kafkajs stops it
-      // only once that join is over (disconnected during it, the join goes on and the member is
-      // left consuming, unseen). The disconnect below waits for the join to end.
-      let rejoined: (() => void) | undefined;
-      let rejoining: Promise<void> | undefined;
-      const joinEnded = (): void => { rejoined?.(); rejoined = undefined; };
-      const removeCrash = consumer.on(consumer.events.CRASH, ({ payload }) => {
-        if (!payload.restart) { joinEnded(); crashed(payload.error); return; }
-        if (!rejoined) rejoining = new Promise<void>((r) => { rejoined = r; });
-      });
-      const removeJoin = consumer.on(consumer.events.GROUP_JOIN, joinEnded);
+      const removeCrash = consumer.on(consumer.events.CRASH, ({ payload }) => { if (!payload.restart) crashed(payload.error); });
+      // A consumer restarting after a retriable crash joins its group again: the disconnect below
+      // waits for that join to end (see trackJoins). `consumer.run` itself waits for the first one.
+      const joins = trackJoins(consumer);
       let stopped: () => void = () => undefined;
       const stop = new Promise<void>((resolve) => { stopped = resolve; });
       try {
@@ -76,10 +70,9 @@ export function kafkaTransport(brokers: string[], agentId: string, prefix?: stri
         await Promise.race([crash, stop]);
       } finally {
         signal.removeEventListener('abort', stopped);
-        if (rejoining) await Promise.race([rejoining, new Promise<void>((r) => setTimeout(r, 30_000).unref())]);
-        await new Promise<void>((r) => setImmediate(r));
+        await joins.idle(30_000);
+        joins.dispose();
         removeCrash();
-        removeJoin();
         await consumer.disconnect().catch(() => undefined);
       }
     },

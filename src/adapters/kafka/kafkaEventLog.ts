@@ -26,6 +26,7 @@ import {
 } from '../../runtime/eventLog.js';
 import { createKafka, DEFAULT_PREFIX, topicNames } from './topics.js';
 import { ASSIGNMENT_MAX_MESSAGE_BYTES, chunkTopicMessages, ensureTopicsWith, type TopicLogger } from './ensureTopics.js';
+import { trackJoins } from './consumerJoins.js';
 
 // kafkajs is CommonJS: Node's ESM loader finds only some of its exports by name.
 const { AssignerProtocol, CompressionTypes, ConfigResourceTypes, Partitioners } = kafkajs;
@@ -646,23 +647,15 @@ export function getKafkaEventLog(options: KafkaEventLogOptions): EventLog {
     });
 
     // Connected at once (below, after the listeners are on). A disconnect waits for the connection,
-    // and for a join under way: kafkajs stops a consumer only once its first join (or the join of a
-    // restart after a crash) is over. Disconnected during one, it forgets the member, but the join
-    // goes on (it retries on the closed connection) and the member then heartbeats for as long as
-    // the process lives: a member no one stops, which the sticky assignment above would go on
-    // giving the writer partition, so that no instance became the writer (seen: minutes, after the
-    // writer and the standby were SIGKILLed together and both restarts gave up waiting).
+    // and for a join under way (see trackJoins): a member disconnected mid-join lives on unseen, and
+    // the sticky assignment above would go on giving it the writer partition, so that no instance
+    // became the writer (seen: minutes, after the writer and the standby were SIGKILLed together
+    // and both restarts gave up waiting).
     let connecting: Promise<void> = Promise.resolve();
-    let joined: (() => void) | undefined;
-    let joining: Promise<void> | undefined;
-    const startJoin = (): void => { if (!joined) joining = new Promise<void>((r) => { joined = r; }); };
-    const endJoin = (): void => { joined?.(); joined = undefined; };
+    const joins = trackJoins(consumer);
     const disconnect = (): Promise<void> => {
       const done = connecting.catch(() => undefined)
-        .then(() => joining && Promise.race([joining, new Promise<void>((r) => setTimeout(r, sessionTimeout + rebalanceTimeout + 60_000).unref())]))
-        // After the event that ends a join, kafkajs marks its runner running (or schedules a
-        // restart) in the same turn: stop it in the next one.
-        .then(() => new Promise<void>((r) => setImmediate(r)))
+        .then(() => joins.idle(sessionTimeout + rebalanceTimeout + 60_000))
         .then(() => consumer.disconnect()).catch(() => undefined);
       disconnecting.add(done);
       return done.finally(() => disconnecting.delete(done));
@@ -751,9 +744,6 @@ export function getKafkaEventLog(options: KafkaEventLogOptions): EventLog {
       removers.push(consumer.on(consumer.events.HEARTBEAT, () => { lastContact = Date.now(); }));
       // Another member joined or left: this one is about to rejoin, which may take a while.
       removers.push(consumer.on(consumer.events.REBALANCING, () => { lastContact = Date.now(); }));
-      // Not among the removers: a join that ends after this instance gave up must still end `joining`.
-      consumer.on(consumer.events.GROUP_JOIN, endJoin);
-      consumer.on(consumer.events.CRASH, ({ payload }) => { if (payload.restart) startJoin(); else endJoin(); });
       removers.push(consumer.on(consumer.events.GROUP_JOIN, ({ payload }) => {
         lastContact = Date.now();
         const assigned = holdsPartition(payload.memberAssignment);
@@ -786,12 +776,12 @@ export function getKafkaEventLog(options: KafkaEventLogOptions): EventLog {
       connecting
         .then(async () => {
           if (phase === 'done') return;
-          startJoin();
+          joins.start();
           await consumer.run({ eachMessage: async () => undefined });
         })
         .catch((error: unknown) => {
           // No join under way any more (kafkajs gave up on it without a CRASH event).
-          endJoin();
+          joins.end();
           abandon(translate(error, `cannot join consumer group ${topic}`));
         });
 
