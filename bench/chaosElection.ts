@@ -3,9 +3,10 @@ import { cpus, loadavg, tmpdir, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import kafkajs from 'kafkajs';
+import { decodeClaim } from '../src/adapters/kafka/kafkaEventLog.js';
 import { createKafka, topicNames } from '../src/adapters/kafka/topics.js';
 import { Rng } from './chaosRandom.js';
-import { BrokerCtl, dispatcherProcess, sleep } from './chaosProcesses.js';
+import { BrokerCtl, dispatcherProcess, getJson, sleep } from './chaosProcesses.js';
 import { freePort } from './processes.js';
 
 /**
@@ -29,8 +30,6 @@ function usage(): never {
 `);
   process.exit(2);
 }
-
-interface Claim { heldAs: string | null; since: number; pid?: number; gaveUp?: boolean }
 
 async function main(): Promise<number> {
   let args;
@@ -72,16 +71,11 @@ async function main(): Promise<number> {
     '--port', String(port), '--config', policyFile,
   ], join(dir, `dispatcher-${i + 1}.log`)));
 
+  /** Which dispatcher serves (only the writer listens). */
   const writer = async (): Promise<number | undefined> => {
-    for (const [i, port] of ports.entries()) {
-      try {
-        const r = await fetch(`http://127.0.0.1:${port}/healthz`, { signal: AbortSignal.timeout(1500) });
-        if (r.status === 200) return i;
-      } catch {
-        // Not listening: a standby, or not started yet.
-      }
-    }
-    return undefined;
+    const answers = await Promise.all(ports.map((p) => getJson(`http://127.0.0.1:${p}/healthz`, 1500)));
+    const i = answers.findIndex((a) => a.status === 200);
+    return i < 0 ? undefined : i;
   };
   const waitWriter = async (timeoutMs: number): Promise<number | undefined> => {
     for (const until = Date.now() + timeoutMs; Date.now() < until; await sleep(100)) {
@@ -99,8 +93,7 @@ async function main(): Promise<number> {
       const groupId = topicNames(prefix).leader('dispatcher-main');
       const { groups } = await admin.describeGroups([groupId]);
       return (groups[0]?.members ?? []).map((m) => {
-        const md = kafkajs.AssignerProtocol.MemberMetadata.decode(m.memberMetadata);
-        const claim = JSON.parse(md?.userData.toString('utf8') || '{}') as Claim;
+        const claim = decodeClaim(m.memberMetadata);
         const assignment = m.memberAssignment.length > 0 ? kafkajs.AssignerProtocol.MemberAssignment.decode(m.memberAssignment) : null;
         const holds = (assignment?.assignment[groupId] ?? []).includes(0);
         return `    ${m.memberId}: pid ${claim.pid ?? '?'}, waiting since ${claim.since}${claim.gaveUp ? ', gave up' : ''}${holds ? ', HOLDS the partition' : ''}`;

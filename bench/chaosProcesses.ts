@@ -18,6 +18,17 @@ export const AGENT = fileURLToPath(new URL('./chaosAgent.js', import.meta.url));
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
+/** GET a JSON answer; status 0 when nothing answered in time. */
+export async function getJson<T>(url: string, timeoutMs = 3000): Promise<{ status: number; body?: T }> {
+  try {
+    const r = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
+    const text = await r.text();
+    return { status: r.status, body: text ? JSON.parse(text) as T : undefined };
+  } catch {
+    return { status: 0 };
+  }
+}
+
 function run(cmd: string, args: string[], env: NodeJS.ProcessEnv, timeoutMs: number): Promise<{ ok: boolean; out: string }> {
   return new Promise((resolve) => {
     execFile(cmd, args, { env, timeout: timeoutMs, maxBuffer: 16 * 2 ** 20 }, (err, stdout, stderr) => {

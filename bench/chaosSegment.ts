@@ -4,7 +4,7 @@ import { openLog, parseLogTarget } from '../src/adapters/log/openLog.js';
 import { foldLog, readReceipts, some, type Violation, type ViolationKind } from './chaosCheck.js';
 import type { ChaosAgentConfig } from './chaosAgent.js';
 import { Rng } from './chaosRandom.js';
-import { agentProcess, CLI, dispatcherProcess, Proxy, sleep, type BrokerCtl, type Supervised } from './chaosProcesses.js';
+import { agentProcess, CLI, dispatcherProcess, getJson, Proxy, sleep, type BrokerCtl, type Supervised } from './chaosProcesses.js';
 import { freePort } from './processes.js';
 import { createWorkload } from './chaosWorkload.js';
 import { spawn } from 'node:child_process';
@@ -120,15 +120,6 @@ function describe(f: Fault): string {
   return `broker ${f.how === 'stop' ? 'stop' : 'SIGKILL'}, down ${(f.downMs! / 1000).toFixed(1)}s${at}`;
 }
 
-async function getJson<T>(url: string, timeoutMs = 3000): Promise<{ status: number; body?: T }> {
-  try {
-    const r = await fetch(url, { signal: AbortSignal.timeout(timeoutMs) });
-    const text = await r.text();
-    return { status: r.status, body: text ? JSON.parse(text) as T : undefined };
-  } catch {
-    return { status: 0 };
-  }
-}
 
 export async function runSegment(o: SegmentOptions): Promise<SegmentResult> {
   const { mode, log, broker } = o;

@@ -467,7 +467,8 @@ export function getKafkaEventLog(options: KafkaEventLogOptions): EventLog {
    */
   const settled = async (r: PartitionReader, topic: string): Promise<void> => {
     if (!(await r.leader(topic))) return;
-    const deadline = Date.now() + transactionTimeout + 10_000;
+    const waitMs = transactionTimeout + 10_000;
+    const deadline = Date.now() + waitMs;
     for (let pause = 5; ; pause = Math.min(200, pause * 2)) {
       const [stable, high] = await Promise.all([r.lastStableOffset(topic), r.highWatermark(topic)]);
       if (stable >= high) return;
@@ -478,7 +479,7 @@ export function getKafkaEventLog(options: KafkaEventLogOptions): EventLog {
         // Reading on past it could re-decide what its events decided, so only an operator can
         // end it. README, Operations: "A hanging transaction on the Kafka log".
         throw new KafkaLogError(`${topic}: a transaction of an older writer is still undecided (last stable offset ${stable}, end ${high}) `
-          + `${Math.round((transactionTimeout + 10_000) / 1000)} s after it was fenced: it has probably lost its marker (a hanging transaction; `
+          + `${Math.round(waitMs / 1000)} s after it was fenced: it has probably lost its marker (a hanging transaction; `
           + `see kafka-transactions.sh find-hanging and the README's Operations section)`, true);
       }
       await new Promise((resolve) => setTimeout(resolve, pause));
@@ -1057,7 +1058,8 @@ class HeldLease implements WriterLease {
   }
 }
 
-interface Claim {
+/** What a member of a writer election group says of itself (its member metadata's user data). */
+export interface Claim {
   heldAs: string | null;
   since: number;
   host?: string;
@@ -1066,7 +1068,7 @@ interface Claim {
   gaveUp?: boolean;
 }
 
-function decodeClaim(metadata: Buffer): Claim {
+export function decodeClaim(metadata: Buffer): Claim {
   try {
     const { userData } = AssignerProtocol.MemberMetadata.decode(metadata) ?? {};
     const claim = JSON.parse(userData?.toString('utf8') || '{}') as Partial<Claim>;
