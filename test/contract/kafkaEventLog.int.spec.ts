@@ -580,7 +580,10 @@ describeKafka('kafka event log', () => {
         const groupId = topicNames(prefix).leader(stream);
 
         // Instances that give up at different moments of the joins and rebalances that follow
-        // (kafkajs forgets a consumer disconnected mid-join, but its join goes on).
+        // (kafkajs forgets a consumer disconnected mid-join, but its join goes on). The member left
+        // behind appears only when a disconnect falls between two requests of a join, which this
+        // does not force: the test passes on the code before the fix too. `npm run
+        // chaos:election` is the reproduction (BENCHMARKS.md §8); this guards the path around it.
         const givenUp = await Promise.all([400, 900, 1400, 1900, 2400].map((busyTimeoutMs) =>
           openLog({ busyTimeoutMs }).acquireWriter(stream, { wait: false }).catch((e: unknown) => e)));
         for (const e of givenUp) expect(e).toBeInstanceOf(WriterBusyError);
